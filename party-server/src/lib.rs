@@ -1,0 +1,1 @@
+//! The three-party secure computation engine and the party server.

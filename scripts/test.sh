@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The project's test command: formatting, lints, native tests, and the wasm
+# client's tests in headless Chromium.  Run scripts/setup.sh once first.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+step() { printf '\n=== %s ===\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy (workspace, all targets, -D warnings)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "native tests"
+cargo test --workspace
+
+step "wasm32 build of the shared crate"
+(
+  source scripts/wasm-env.sh
+  /usr/bin/cargo build -p shared --target wasm32-unknown-unknown "${WASM_BUILD_STD[@]}"
+)
+
+step "browser tests (wasm-pack test --headless --chrome)"
+(
+  source scripts/wasm-env.sh
+  cd client-wasm
+  wasm-pack test --headless --chrome --mode no-install --chromedriver /usr/bin/chromedriver -- "${WASM_BUILD_STD[@]}"
+)
+step "all tests passed"
