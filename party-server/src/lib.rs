@@ -1,1 +1,2 @@
 //! The three-party secure computation engine and the party server.
+pub mod mpc;

@@ -1,0 +1,198 @@
+//! Boolean replicated shares, bit-packed 64 to a word.
+//!
+//! Comparisons use a bit-sliced layout: for `n` values of `k` bits, plane `j`
+//! holds bit `j` of every value (value `e` at bit `e % 64` of word `e / 64`),
+//! so one AND call on whole planes serves every value and every position at
+//! once, and a carry tree can drop planes as it goes.
+
+use super::Result;
+use super::context::Ctx;
+use super::transport::Dir;
+
+/// One party's pair of components of a boolean-shared bit vector.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BShare {
+    pub a: Vec<u64>,
+    pub b: Vec<u64>,
+}
+
+impl std::fmt::Debug for BShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BShare({} words)", self.a.len())
+    }
+}
+
+impl BShare {
+    pub fn words(&self) -> usize {
+        self.a.len()
+    }
+
+    pub fn xor(&self, o: &BShare) -> BShare {
+        BShare {
+            a: self.a.iter().zip(&o.a).map(|(x, y)| x ^ y).collect(),
+            b: self.b.iter().zip(&o.b).map(|(x, y)| x ^ y).collect(),
+        }
+    }
+
+    /// Complements every bit (XOR with public ones on component 0).
+    pub fn not(&self, ctx: &Ctx) -> BShare {
+        let mut s = self.clone();
+        match ctx.index() {
+            0 => s.a.iter_mut().for_each(|w| *w = !*w),
+            2 => s.b.iter_mut().for_each(|w| *w = !*w),
+            _ => {}
+        }
+        s
+    }
+
+    /// Word range `[from, to)` of the packed bits.
+    pub fn slice(&self, from: usize, to: usize) -> BShare {
+        BShare {
+            a: self.a[from..to].to_vec(),
+            b: self.b[from..to].to_vec(),
+        }
+    }
+
+    pub fn concat(parts: &[&BShare]) -> BShare {
+        BShare {
+            a: parts.iter().flat_map(|p| p.a.iter().copied()).collect(),
+            b: parts.iter().flat_map(|p| p.b.iter().copied()).collect(),
+        }
+    }
+}
+
+/// Bitwise AND of two boolean sharings.  1 round, one word per word.
+pub fn and(ctx: &mut Ctx, x: &BShare, y: &BShare) -> Result<BShare> {
+    let n = x.words();
+    debug_assert_eq!(n, y.words());
+    let beta = ctx.zero_share_xor(n);
+    let t: Vec<u64> = (0..n)
+        .map(|j| (x.a[j] & (y.a[j] ^ y.b[j])) ^ (x.b[j] & y.a[j]) ^ beta[j])
+        .collect();
+    ctx.send(Dir::Prev, t.clone())?;
+    let next = ctx.recv(Dir::Next, n)?;
+    ctx.end_round();
+    Ok(BShare { a: t, b: next })
+}
+
+/// Transposes a 64×64 bit matrix in place: afterwards bit `e` of row `j` is
+/// bit `j` of the former row `e`.
+pub fn transpose64(m: &mut [u64; 64]) {
+    let mut width = 32;
+    let mut mask: u64 = 0x0000_0000_FFFF_FFFF;
+    while width != 0 {
+        let mut row = 0;
+        while row < 64 {
+            for r in row..row + width {
+                let t = ((m[r] >> width) ^ m[r + width]) & mask;
+                m[r] ^= t << width;
+                m[r + width] ^= t;
+            }
+            row += 2 * width;
+        }
+        width >>= 1;
+        mask ^= mask << width;
+    }
+}
+
+/// Number of 64-bit words that hold `n` bits.
+pub fn words_for(n: usize) -> usize {
+    n.div_ceil(64)
+}
+
+/// Bit-slices the low `k` bits of `values`: `k` planes of `words_for(n)`
+/// words, concatenated plane after plane.
+pub fn to_planes(values: &[u64], k: usize) -> Vec<u64> {
+    let w = words_for(values.len());
+    let mut planes = vec![0u64; k * w];
+    let mut block = [0u64; 64];
+    for (bi, chunk) in values.chunks(64).enumerate() {
+        block[..chunk.len()].copy_from_slice(chunk);
+        block[chunk.len()..].fill(0);
+        transpose64(&mut block);
+        for j in 0..k {
+            planes[j * w + bi] = block[j];
+        }
+    }
+    planes
+}
+
+/// Unpacks one plane into per-value bits (0 or 1).
+pub fn plane_bits(plane: &[u64], n: usize) -> Vec<u64> {
+    (0..n).map(|e| (plane[e / 64] >> (e % 64)) & 1).collect()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::mpc::local;
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+    use shared::FixedPoint;
+
+    /// Boolean test dealer: XOR shares of `x`.
+    pub fn deal_bits(x: &[u64], seed: u64) -> [BShare; 3] {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let c0: Vec<u64> = x.iter().map(|_| rng.random()).collect();
+        let c1: Vec<u64> = x.iter().map(|_| rng.random()).collect();
+        let c2: Vec<u64> = (0..x.len()).map(|j| x[j] ^ c0[j] ^ c1[j]).collect();
+        let c = [c0, c1, c2];
+        std::array::from_fn(|i| BShare {
+            a: c[i].clone(),
+            b: c[(i + 1) % 3].clone(),
+        })
+    }
+
+    pub fn open_bits(s: &[BShare; 3]) -> Vec<u64> {
+        assert_eq!(s[0].b, s[1].a);
+        assert_eq!(s[1].b, s[2].a);
+        assert_eq!(s[2].b, s[0].a);
+        (0..s[0].words())
+            .map(|j| s[0].a[j] ^ s[1].a[j] ^ s[2].a[j])
+            .collect()
+    }
+
+    #[test]
+    fn transpose_matches_naive() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let orig: [u64; 64] = std::array::from_fn(|_| rng.random());
+        let mut m = orig;
+        transpose64(&mut m);
+        for (j, row) in m.iter().enumerate() {
+            for (e, col) in orig.iter().enumerate() {
+                assert_eq!((row >> e) & 1, (col >> j) & 1);
+            }
+        }
+    }
+
+    #[test]
+    fn planes_hold_bit_j_of_value_e() {
+        let values: Vec<u64> = (0..130u64).map(|i| i * 0x9e37_79b9 + 3).collect();
+        let p = to_planes(&values, 40);
+        let w = words_for(130);
+        for j in 0..40 {
+            assert_eq!(
+                plane_bits(&p[j * w..(j + 1) * w], 130),
+                values.iter().map(|v| (v >> j) & 1).collect::<Vec<_>>()
+            );
+        }
+    }
+
+    #[test]
+    fn and_xor_not_match_plaintext() {
+        let x: Vec<u64> = (0..9).map(|i| 0xdead_beef_u64.rotate_left(i * 7)).collect();
+        let y: Vec<u64> = (0..9)
+            .map(|i| 0x0123_4567_89ab_cdef_u64.rotate_left(i))
+            .collect();
+        let (sx, sy) = (deal_bits(&x, 2), deal_bits(&y, 3));
+        let out = local::run(FixedPoint::default(), Some(4), |ctx| {
+            let i = ctx.index();
+            let z = and(ctx, &sx[i], &sy[i]).unwrap();
+            (z.clone(), z.xor(&sx[i]).not(ctx))
+        });
+        let want_and: Vec<u64> = x.iter().zip(&y).map(|(a, b)| a & b).collect();
+        assert_eq!(open_bits(&out.clone().map(|o| o.0)), want_and);
+        let want: Vec<u64> = want_and.iter().zip(&x).map(|(a, b)| !(a ^ b)).collect();
+        assert_eq!(open_bits(&out.map(|o| o.1)), want);
+    }
+}

@@ -1,0 +1,313 @@
+//! Comparisons: the most significant bit of arithmetic shares, and the way
+//! back from bits to arithmetic.
+//!
+//! `msb` works on a reduced ring Z_2^k: when the caller guarantees
+//! `|x| < 2^(k-1)`, reducing every component mod 2^k keeps `x mod 2^k`, whose
+//! top bit is the sign.  P0 knows `v = x_0 + x_1` and P1, P2 know `x_2`, so
+//! `x = v + x_2` is a two-operand addition: P0 shares `v` bit-sliced (one
+//! message of `k` bits per value), then a parallel-prefix carry tree computes
+//! only the carry into bit `k-1`, halving the planes at every level.
+//! Rounds: `2 + ⌈log2(k-1)⌉` (7 for k = 32); bits sent per value: about
+//! `k + 3·(3k - 4)`.
+
+use super::Result;
+use super::arith::AShare;
+use super::bits::{BShare, and, plane_bits, to_planes, words_for};
+use super::context::Ctx;
+use super::transport::Dir;
+
+fn low_mask(k: u32) -> u64 {
+    if k == 64 { u64::MAX } else { (1u64 << k) - 1 }
+}
+
+/// Boolean sharing of the sign bit of `x`, one bit per value (packed).
+/// Requires `|x| < 2^(k-1)` for every value; `k` in `2..=64`.
+pub fn msb(ctx: &mut Ctx, x: &AShare, k: u32) -> Result<BShare> {
+    assert!((2..=64).contains(&k), "ring width {k} outside 2..=64");
+    let n = x.len();
+    let w = words_for(n);
+    let ku = k as usize;
+    let mask = low_mask(k);
+    let plane = |p: &[u64], j: usize| p[j * w..(j + 1) * w].to_vec();
+
+    // Round 1: P0 shares the bit planes of v = x_0 + x_1 as (c0, c1, 0), with
+    // c0 drawn from the stream it shares with P2 and c1 = v ^ c0 sent to P1.
+    // x_2 is the sharing (0, 0, x_2).
+    let (v_share, x2_share) = match ctx.index() {
+        0 => {
+            let v: Vec<u64> = (0..n).map(|j| x.a[j].wrapping_add(x.b[j]) & mask).collect();
+            let vp = to_planes(&v, ku);
+            let c0 = ctx.prg(Dir::Prev).u64_vec(ku * w);
+            let c1: Vec<u64> = vp.iter().zip(&c0).map(|(a, b)| a ^ b).collect();
+            ctx.send(Dir::Next, c1.clone())?;
+            (
+                BShare { a: c0, b: c1 },
+                BShare {
+                    a: vec![0; ku * w],
+                    b: vec![0; ku * w],
+                },
+            )
+        }
+        1 => {
+            let c1 = ctx.recv(Dir::Prev, ku * w)?;
+            let x2: Vec<u64> = x.b.iter().map(|v| v & mask).collect();
+            (
+                BShare {
+                    a: c1,
+                    b: vec![0; ku * w],
+                },
+                BShare {
+                    a: vec![0; ku * w],
+                    b: to_planes(&x2, ku),
+                },
+            )
+        }
+        _ => {
+            let c0 = ctx.prg(Dir::Next).u64_vec(ku * w);
+            let x2: Vec<u64> = x.a.iter().map(|v| v & mask).collect();
+            (
+                BShare {
+                    a: vec![0; ku * w],
+                    b: c0,
+                },
+                BShare {
+                    a: to_planes(&x2, ku),
+                    b: vec![0; ku * w],
+                },
+            )
+        }
+    };
+    ctx.end_round();
+
+    // Generate and propagate over bits 0..k-2: G = v & x2, P = v ^ x2.
+    let carry_bits = ku - 1;
+    let lo = carry_bits * w;
+    let g_all = and(ctx, &v_share.slice(0, lo), &x2_share.slice(0, lo))?;
+    let p_all = v_share.xor(&x2_share);
+    let mut gs: Vec<BShare> = (0..carry_bits)
+        .map(|j| g_all.slice(j * w, (j + 1) * w))
+        .collect();
+    let mut ps: Vec<BShare> = (0..carry_bits)
+        .map(|j| p_all.slice(j * w, (j + 1) * w))
+        .collect();
+
+    // Carry tree: combine adjacent blocks (lo, hi) into
+    // G = G_hi ^ (P_hi & G_lo), P = P_hi & P_lo.  The lowest block never
+    // needs P (no carry comes in below bit 0), so its P is not computed.
+    while gs.len() > 1 {
+        let pairs = gs.len() / 2;
+        let mut left = Vec::new();
+        let mut right = Vec::new();
+        for i in 0..pairs {
+            let (l, h) = (2 * i, 2 * i + 1);
+            left.push(&ps[h]);
+            right.push(&gs[l]);
+            if i > 0 {
+                left.push(&ps[h]);
+                right.push(&ps[l]);
+            }
+        }
+        let prod = and(ctx, &BShare::concat(&left), &BShare::concat(&right))?;
+        let mut next_g = Vec::with_capacity(gs.len().div_ceil(2));
+        let mut next_p = Vec::with_capacity(gs.len().div_ceil(2));
+        let mut at = 0;
+        for i in 0..pairs {
+            let h = 2 * i + 1;
+            next_g.push(gs[h].xor(&prod.slice(at * w, (at + 1) * w)));
+            at += 1;
+            if i > 0 {
+                next_p.push(prod.slice(at * w, (at + 1) * w));
+                at += 1;
+            } else {
+                next_p.push(ps[h].clone()); // placeholder, never used as P
+            }
+        }
+        if gs.len() % 2 == 1 {
+            next_g.push(gs.last().expect("odd").clone());
+            next_p.push(ps.last().expect("odd").clone());
+        }
+        gs = next_g;
+        ps = next_p;
+    }
+    let top = carry_bits;
+    let p_top = BShare {
+        a: plane(&p_all.a, top),
+        b: plane(&p_all.b, top),
+    };
+    Ok(p_top.xor(&gs[0]))
+}
+
+/// Arithmetic sharing (0 or 1 per value) of boolean-shared bits, packed one
+/// bit per value for `n` values.  2 rounds, four words per value in total.
+///
+/// With `u = b_0 ^ b_1` (known to P0) and `b_2` (known to P1 and P2),
+/// `b = u + b_2 - 2·u·b_2`: P0 shares `u` arithmetically, the product with the
+/// public-to-two `b_2` is a local 3-out-of-3 sharing, resharing it finishes.
+pub fn b2a_bit(ctx: &mut Ctx, b: &BShare, n: usize) -> Result<AShare> {
+    match ctx.index() {
+        0 => {
+            let ub: Vec<u64> = b.a.iter().zip(&b.b).map(|(x, y)| x ^ y).collect();
+            let u = plane_bits(&ub, n);
+            let u0 = ctx.prg(Dir::Prev).u64_vec(n);
+            let u1: Vec<u64> = u.iter().zip(&u0).map(|(x, y)| x.wrapping_sub(*y)).collect();
+            let g0 = ctx.zero_share(n);
+            ctx.send(Dir::Next, u1.clone())?;
+            ctx.send(Dir::Prev, g0.clone())?;
+            ctx.end_round();
+            let g1 = ctx.recv(Dir::Next, n)?;
+            ctx.end_round();
+            Ok(AShare {
+                a: (0..n)
+                    .map(|j| u0[j].wrapping_sub(g0[j].wrapping_mul(2)))
+                    .collect(),
+                b: (0..n)
+                    .map(|j| u1[j].wrapping_sub(g1[j].wrapping_mul(2)))
+                    .collect(),
+            })
+        }
+        1 => {
+            let b2 = plane_bits(&b.b, n);
+            let alpha = ctx.zero_share(n);
+            let u1 = ctx.recv(Dir::Prev, n)?;
+            let g2 = ctx.recv(Dir::Next, n)?;
+            ctx.end_round();
+            let g1: Vec<u64> = (0..n)
+                .map(|j| u1[j].wrapping_mul(b2[j]).wrapping_add(alpha[j]))
+                .collect();
+            ctx.send(Dir::Prev, g1.clone())?;
+            ctx.end_round();
+            Ok(AShare {
+                a: (0..n)
+                    .map(|j| u1[j].wrapping_sub(g1[j].wrapping_mul(2)))
+                    .collect(),
+                b: (0..n)
+                    .map(|j| b2[j].wrapping_sub(g2[j].wrapping_mul(2)))
+                    .collect(),
+            })
+        }
+        _ => {
+            let b2 = plane_bits(&b.a, n);
+            let u0 = ctx.prg(Dir::Next).u64_vec(n);
+            let alpha = ctx.zero_share(n);
+            let g2: Vec<u64> = (0..n)
+                .map(|j| u0[j].wrapping_mul(b2[j]).wrapping_add(alpha[j]))
+                .collect();
+            ctx.send(Dir::Prev, g2.clone())?;
+            let g0 = ctx.recv(Dir::Next, n)?;
+            ctx.end_round();
+            ctx.end_round();
+            Ok(AShare {
+                a: (0..n)
+                    .map(|j| b2[j].wrapping_sub(g2[j].wrapping_mul(2)))
+                    .collect(),
+                b: (0..n)
+                    .map(|j| u0[j].wrapping_sub(g0[j].wrapping_mul(2)))
+                    .collect(),
+            })
+        }
+    }
+}
+
+/// `b · x` for boolean-shared bits `b` and arithmetic `x` (bit injection).
+/// 3 rounds.
+pub fn mul_ba(ctx: &mut Ctx, b: &BShare, x: &AShare) -> Result<AShare> {
+    let ba = b2a_bit(ctx, b, x.len())?;
+    super::arith::mul(ctx, &ba, x)
+}
+
+/// `b ? x : y`, element-wise.  3 rounds.
+pub fn select(ctx: &mut Ctx, b: &BShare, x: &AShare, y: &AShare) -> Result<AShare> {
+    Ok(y.add(&mul_ba(ctx, b, &x.sub(y))?))
+}
+
+/// `max(x, 0)`, for `|x| < 2^(k-1)`.  `5 + ⌈log2(k-1)⌉` rounds.
+pub fn relu(ctx: &mut Ctx, x: &AShare, k: u32) -> Result<AShare> {
+    let positive = msb(ctx, x, k)?.not(ctx);
+    mul_ba(ctx, &positive, x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mpc::arith::tests::{deal, dec, enc, fx, open};
+    use crate::mpc::bits::tests::{deal_bits, open_bits};
+    use crate::mpc::local;
+    use proptest::prelude::*;
+
+    fn run_msb(x: &[u64], k: u32, seed: u64) -> (Vec<u64>, crate::mpc::CommStats) {
+        let sx = deal(x, seed);
+        let out = local::run(fx(), Some(seed), |ctx| {
+            let before = ctx.stats();
+            let m = msb(ctx, &sx[ctx.index()], k).unwrap();
+            (m, ctx.stats() - before)
+        });
+        let bits = plane_bits(&open_bits(&out.clone().map(|o| o.0)), x.len());
+        (bits, out[0].1)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn msb_is_the_sign(xs in proptest::collection::vec(any::<i32>(), 1..200), k in prop::sample::select(vec![33u32, 40, 64]), seed in any::<u64>()) {
+            let x: Vec<u64> = xs.iter().map(|&v| v as i64 as u64).collect();
+            let (bits, _) = run_msb(&x, k, seed);
+            for (b, v) in bits.iter().zip(&xs) {
+                prop_assert_eq!(*b, (*v < 0) as u64);
+            }
+        }
+    }
+
+    #[test]
+    fn msb_edge_values_and_cost() {
+        let k = 32;
+        let vals: Vec<i64> = vec![0, 1, -1, (1 << 31) - 1, -(1 << 31), 12345, -12345];
+        let x: Vec<u64> = vals.iter().map(|&v| v as u64).collect();
+        let (bits, stats) = run_msb(&x, k, 7);
+        assert_eq!(
+            bits,
+            vals.iter().map(|&v| (v < 0) as u64).collect::<Vec<_>>()
+        );
+        assert_eq!(stats.rounds, 2 + 5);
+    }
+
+    #[test]
+    fn b2a_and_mul_ba_match_plaintext() {
+        let n = 150;
+        let bits: Vec<u64> = (0..n).map(|i| ((i * 7 + 3) % 5 == 0) as u64).collect();
+        let mut packed = vec![0u64; words_for(n)];
+        for (e, b) in bits.iter().enumerate() {
+            packed[e / 64] |= b << (e % 64);
+        }
+        let sb = deal_bits(&packed, 11);
+        let xs: Vec<f64> = (0..n).map(|i| i as f64 * 0.5 - 30.0).collect();
+        let sx = deal(&enc(&xs), 12);
+        let out = local::run(fx(), Some(5), |ctx| {
+            let i = ctx.index();
+            (
+                b2a_bit(ctx, &sb[i], n).unwrap(),
+                mul_ba(ctx, &sb[i], &sx[i]).unwrap(),
+            )
+        });
+        assert_eq!(open(&out.clone().map(|o| o.0)), bits);
+        let got = dec(&open(&out.map(|o| o.1)));
+        for e in 0..n {
+            assert_eq!(got[e], if bits[e] == 1 { xs[e] } else { 0.0 });
+        }
+    }
+
+    #[test]
+    fn relu_matches_plaintext_within_ten_rounds() {
+        let xs: Vec<f64> = (0..300).map(|i| (i as f64 - 150.0) * 0.731).collect();
+        let sx = deal(&enc(&xs), 13);
+        let out = local::run(fx(), Some(6), |ctx| {
+            let before = ctx.stats();
+            let y = relu(ctx, &sx[ctx.index()], 32).unwrap();
+            (y, ctx.stats() - before)
+        });
+        let got = dec(&open(&out.clone().map(|o| o.0)));
+        for (g, x) in got.iter().zip(&xs) {
+            assert_eq!(*g, fx().decode(enc(&[x.max(0.0)])[0]));
+        }
+        assert!(out.iter().all(|o| o.1.rounds <= 10));
+    }
+}

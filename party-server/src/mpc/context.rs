@@ -1,0 +1,159 @@
+//! A party's view of a three-party session: its index, its links, its
+//! correlated randomness and its communication counters.
+
+use super::transport::{Dir, Transport, TransportError};
+use shared::{FixedPoint, Party, Prg, Seed};
+
+/// Communication counters of one party.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommStats {
+    pub bytes_sent: u64,
+    pub messages_sent: u64,
+    /// Communication rounds: sequential message exchanges on the critical
+    /// path, counted by the protocols (every party counts the same rounds).
+    pub rounds: u64,
+}
+
+impl std::ops::Sub for CommStats {
+    type Output = CommStats;
+    fn sub(self, o: CommStats) -> CommStats {
+        CommStats {
+            bytes_sent: self.bytes_sent - o.bytes_sent,
+            messages_sent: self.messages_sent - o.messages_sent,
+            rounds: self.rounds - o.rounds,
+        }
+    }
+}
+
+/// One party's state for a session.
+///
+/// Correlated randomness: party `i` holds seeds `s_i` (shared with `P_{i-1}`)
+/// and `s_{i+1}` (shared with `P_{i+1}`).  `PRG(s_j)` is then component `j` of
+/// a replicated sharing of a random value, and `PRG(s_i) - PRG(s_{i+1})` is a
+/// zero-sharing — both with no communication.  Every party draws from its
+/// streams in the same program order, which keeps the pairs in lockstep.
+pub struct Ctx {
+    party: Party,
+    transport: Box<dyn Transport>,
+    /// Stream of `s_i`, shared with the previous party.
+    prg_prev: Prg,
+    /// Stream of `s_{i+1}`, shared with the next party.
+    prg_next: Prg,
+    stats: CommStats,
+    fx: FixedPoint,
+}
+
+impl Ctx {
+    /// Key exchange: each party draws `s_i` from `seed_source` and sends it to
+    /// the previous party (one message, one round).
+    pub fn setup(
+        party: Party,
+        mut transport: Box<dyn Transport>,
+        own_seed: Seed,
+        fx: FixedPoint,
+    ) -> Result<Ctx, TransportError> {
+        let s = own_seed.0;
+        let words = vec![
+            u64::from_le_bytes(s[..8].try_into().expect("8 bytes")),
+            u64::from_le_bytes(s[8..].try_into().expect("8 bytes")),
+        ];
+        transport.send(Dir::Prev, words)?;
+        let got = transport.recv(Dir::Next)?;
+        if got.len() != 2 {
+            return Err(TransportError::Link {
+                dir: Dir::Next,
+                reason: format!("key exchange: expected 2 words, got {}", got.len()),
+            });
+        }
+        let mut next_seed = [0u8; 16];
+        next_seed[..8].copy_from_slice(&got[0].to_le_bytes());
+        next_seed[8..].copy_from_slice(&got[1].to_le_bytes());
+        Ok(Ctx {
+            party,
+            transport,
+            prg_prev: Prg::new(own_seed),
+            prg_next: Prg::new(Seed(next_seed)),
+            stats: CommStats {
+                bytes_sent: 16,
+                messages_sent: 1,
+                rounds: 1,
+            },
+            fx,
+        })
+    }
+
+    pub fn party(&self) -> Party {
+        self.party
+    }
+
+    pub fn index(&self) -> usize {
+        self.party.index()
+    }
+
+    pub fn fx(&self) -> FixedPoint {
+        self.fx
+    }
+
+    pub fn frac_bits(&self) -> u32 {
+        self.fx.frac_bits()
+    }
+
+    pub fn stats(&self) -> CommStats {
+        self.stats
+    }
+
+    pub fn send(&mut self, to: Dir, msg: Vec<u64>) -> Result<(), TransportError> {
+        self.stats.bytes_sent += 8 * msg.len() as u64;
+        self.stats.messages_sent += 1;
+        self.transport.send(to, msg)
+    }
+
+    /// Receives a message that must have exactly `len` words.
+    pub fn recv(&mut self, from: Dir, len: usize) -> Result<Vec<u64>, TransportError> {
+        let msg = self.transport.recv(from)?;
+        if msg.len() != len {
+            return Err(TransportError::Link {
+                dir: from,
+                reason: format!("expected {len} words, got {}", msg.len()),
+            });
+        }
+        Ok(msg)
+    }
+
+    /// Marks the end of a communication round.
+    pub fn end_round(&mut self) {
+        self.stats.rounds += 1;
+    }
+
+    /// The PRG stream this party shares with the neighbour `with`.
+    pub fn prg(&mut self, with: Dir) -> &mut Prg {
+        match with {
+            Dir::Next => &mut self.prg_next,
+            Dir::Prev => &mut self.prg_prev,
+        }
+    }
+
+    /// Draws `n` words from both streams: `(PRG(s_i), PRG(s_{i+1}))`, this
+    /// party's pair of a replicated sharing of a uniformly random vector.
+    pub fn random_pair(&mut self, n: usize) -> (Vec<u64>, Vec<u64>) {
+        (self.prg_prev.u64_vec(n), self.prg_next.u64_vec(n))
+    }
+
+    /// Additive zero-sharing: `Σ_i α_i = 0 (mod 2^64)`.
+    pub fn zero_share(&mut self, n: usize) -> Vec<u64> {
+        let (mut a, b) = self.random_pair(n);
+        for (x, y) in a.iter_mut().zip(b) {
+            *x = x.wrapping_sub(y);
+        }
+        a
+    }
+
+    /// XOR zero-sharing: `⊕_i β_i = 0`.
+    pub fn zero_share_xor(&mut self, n: usize) -> Vec<u64> {
+        let (mut a, b) = self.random_pair(n);
+        for (x, y) in a.iter_mut().zip(b) {
+            *x ^= y;
+        }
+        a
+    }
+}
