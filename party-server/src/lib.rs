@@ -1,2 +1,3 @@
 //! The three-party secure computation engine and the party server.
+pub mod fxp;
 pub mod mpc;

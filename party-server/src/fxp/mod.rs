@@ -1,0 +1,4 @@
+//! Fixed-point approximations of the non-linear functions, on shares.
+//! Built on [`crate::mpc`]; knows nothing of layers.
+
+pub mod poly;

@@ -1,0 +1,184 @@
+//! Chebyshev approximations: fitted by code (no typed-in coefficients) and
+//! evaluated on shares with a log-depth tree.
+//!
+//! A function on `[lo, hi]` is approximated by `Σ c_k T_k(t)` in the mapped
+//! variable `t = (2x - lo - hi) / (hi - lo) ∈ [-1, 1]`.  Working in `t` and in
+//! the Chebyshev basis keeps every intermediate in `[-1, 1]` and every
+//! coefficient small, so 18 fraction bits suffice (the power basis in `x` on
+//! `[-14, 0]` would need coefficients below 2^-18).
+
+use crate::mpc::arith::{self, AShare};
+use crate::mpc::{Ctx, Result};
+
+/// `f(x) ≈ Σ_k coeffs[k] · T_k(t)` on `[lo, hi]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chebyshev {
+    pub lo: f64,
+    pub hi: f64,
+    pub coeffs: Vec<f64>,
+}
+
+impl Chebyshev {
+    /// Interpolates `f` at the `degree + 1` Chebyshev nodes of `[lo, hi]`
+    /// (near-minimax: within a small factor of the best polynomial).
+    pub fn fit(f: impl Fn(f64) -> f64, lo: f64, hi: f64, degree: usize) -> Self {
+        let n = degree + 1;
+        let nodes: Vec<f64> = (0..n)
+            .map(|j| (std::f64::consts::PI * (j as f64 + 0.5) / n as f64).cos())
+            .collect();
+        let values: Vec<f64> = nodes
+            .iter()
+            .map(|&t| f(0.5 * (hi - lo) * t + 0.5 * (hi + lo)))
+            .collect();
+        let coeffs = (0..n)
+            .map(|k| {
+                let s: f64 = (0..n)
+                    .map(|j| {
+                        values[j]
+                            * (std::f64::consts::PI * k as f64 * (j as f64 + 0.5) / n as f64).cos()
+                    })
+                    .sum();
+                s * if k == 0 { 1.0 } else { 2.0 } / n as f64
+            })
+            .collect();
+        Chebyshev { lo, hi, coeffs }
+    }
+
+    pub fn degree(&self) -> usize {
+        self.coeffs.len() - 1
+    }
+
+    /// Maps `x` to `t`: `t = scale·x + offset`.
+    pub fn map(&self) -> (f64, f64) {
+        let scale = 2.0 / (self.hi - self.lo);
+        (scale, -(self.hi + self.lo) / (self.hi - self.lo))
+    }
+
+    /// Plaintext evaluation (Clenshaw).
+    pub fn eval(&self, x: f64) -> f64 {
+        let (s, o) = self.map();
+        let t = s * x + o;
+        let (mut b1, mut b2) = (0.0, 0.0);
+        for &c in self.coeffs.iter().skip(1).rev() {
+            let b = 2.0 * t * b1 - b2 + c;
+            b2 = b1;
+            b1 = b;
+        }
+        t * b1 - b2 + self.coeffs[0]
+    }
+
+    /// Largest `|f - self|` over `samples` evenly spaced points of the domain.
+    pub fn max_error(&self, f: impl Fn(f64) -> f64, samples: usize) -> f64 {
+        (0..samples)
+            .map(|i| self.lo + (self.hi - self.lo) * i as f64 / (samples - 1) as f64)
+            .map(|x| (f(x) - self.eval(x)).abs())
+            .fold(0.0, f64::max)
+    }
+}
+
+/// `T_1(t) .. T_d(t)` on shares.  Level `L` doubles the known range with
+/// `T_{m+j} = 2 T_m T_j - T_{m-j}` (`m = 2^L`), one batched product per
+/// level: `2·⌈log2 d⌉` rounds.
+pub fn chebyshev_basis(ctx: &mut Ctx, t: &AShare, degree: usize) -> Result<Vec<AShare>> {
+    let one = ctx.fx().encode(1.0).expect("1 is encodable");
+    // ts[k] = T_k; T_0 = 1 is public.
+    let mut ts: Vec<AShare> = vec![AShare::from_public(ctx, &vec![one; t.len()]), t.clone()];
+    while ts.len() <= degree {
+        let m = ts.len() - 1;
+        let count = (degree - m).min(m);
+        let lefts: Vec<&AShare> = vec![&ts[m]; count];
+        let rights: Vec<&AShare> = (1..=count).map(|j| &ts[j]).collect();
+        let prod = arith::mul_fx(ctx, &AShare::concat(&lefts), &AShare::concat(&rights))?;
+        let parts = prod.split(&vec![t.len(); count]);
+        for (j, p) in (1..=count).zip(parts) {
+            ts.push(p.mul_public_scalar(2).sub(&ts[m - j]));
+        }
+    }
+    ts.truncate(degree + 1);
+    Ok(ts)
+}
+
+/// `Σ c_k T_k(t)` from the shared basis: local products by the public
+/// coefficients at double scale, one truncation.  1 round.
+pub fn combine(ctx: &mut Ctx, basis: &[AShare], coeffs: &[f64]) -> Result<AShare> {
+    let fx = ctx.fx();
+    let n = basis[0].len();
+    let mut acc = AShare::zeros(n);
+    for (b, &c) in basis.iter().zip(coeffs) {
+        let c = fx.encode(c).expect("coefficient within range");
+        acc = acc.add(&b.mul_public_scalar(c));
+    }
+    arith::trunc(ctx, &acc, fx.frac_bits())
+}
+
+/// Evaluates `p` on shares of `x` (which must lie in `[p.lo, p.hi]`).
+/// Rounds: `2 + 2·⌈log2 degree⌉`.
+pub fn eval(ctx: &mut Ctx, x: &AShare, p: &Chebyshev) -> Result<AShare> {
+    let t = to_mapped(ctx, x, p)?;
+    let basis = chebyshev_basis(ctx, &t, p.degree())?;
+    combine(ctx, &basis, &p.coeffs)
+}
+
+/// `t = scale·x + offset` on shares.  1 round.
+pub fn to_mapped(ctx: &mut Ctx, x: &AShare, p: &Chebyshev) -> Result<AShare> {
+    let (s, o) = p.map();
+    let t = arith::mul_public_scalar_fx(ctx, x, s)?;
+    let o = ctx.fx().encode(o).expect("offset within range");
+    Ok(t.add_public_scalar(ctx, o))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mpc::arith::tests::{deal, dec, enc, fx, open};
+    use crate::mpc::local;
+
+    #[test]
+    fn fit_reproduces_polynomials_exactly() {
+        let f = |x: f64| 3.0 * x * x * x - x + 0.5;
+        let p = Chebyshev::fit(f, -2.0, 5.0, 3);
+        assert!(p.max_error(f, 1001) < 1e-12);
+    }
+
+    #[test]
+    fn exp_on_minus_14_0_matches_the_bessel_projection() {
+        // Chebyshev coefficients of e^x on [-14, 0] are 2 e^-7 I_k(7) (k ≥ 1);
+        // compare with the series of the modified Bessel function.
+        let bessel = |k: i32, z: f64| -> f64 {
+            (0..60)
+                .map(|m| {
+                    let lg = (1..=m).map(|i| (i as f64).ln()).sum::<f64>()
+                        + (1..=(m + k)).map(|i| (i as f64).ln()).sum::<f64>();
+                    ((2 * m + k) as f64 * (z / 2.0).ln() - lg).exp()
+                })
+                .sum()
+        };
+        let p = Chebyshev::fit(f64::exp, -14.0, 0.0, 20);
+        for k in 1..8 {
+            let want = 2.0 * (-7.0f64).exp() * bessel(k, 7.0);
+            assert!((p.coeffs[k as usize] - want).abs() < 1e-12, "k={k}");
+        }
+    }
+
+    #[test]
+    fn secure_evaluation_matches_plaintext() {
+        let p = Chebyshev::fit(f64::exp, -14.0, 0.0, 9);
+        let xs: Vec<f64> = (0..200).map(|i| -14.0 * i as f64 / 199.0).collect();
+        let sx = deal(&enc(&xs), 1);
+        let out = local::run(fx(), Some(1), |ctx| {
+            let before = ctx.stats();
+            let y = eval(ctx, &sx[ctx.index()], &p).unwrap();
+            (y, ctx.stats() - before)
+        });
+        let got = dec(&open(&out.clone().map(|o| o.0)));
+        // Fixed-point error: each T_k carries a few ulps, times |c_k| < 1.
+        for (g, x) in got.iter().zip(&xs) {
+            assert!(
+                (g - p.eval(*x)).abs() < 40.0 / fx().scale(),
+                "x={x}: {g} vs {}",
+                p.eval(*x)
+            );
+        }
+        assert_eq!(out[0].1.rounds, 2 + 2 * 4);
+    }
+}
