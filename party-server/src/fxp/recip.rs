@@ -1,0 +1,203 @@
+//! `x^-1` and `x^-1/2` for positive shared `x` with a public range
+//! `[2^lo_exp, 2^hi_exp)`.
+//!
+//! Normalisation instead of long Newton chains: one batched comparison
+//! against the public thresholds `2^j` gives the bits `[x ≥ 2^j]`; their
+//! arithmetic forms make `2^-E` (with `2^(E-1) ≤ x < 2^E`, `E` even for the
+//! square root) a local linear combination, so `c = x·2^-E` lies in
+//! `[1/2, 1)` (`[1/4, 1)`), where a short Chebyshev series of `c^-p` is
+//! accurate; the result is `c^-p · 2^(-pE)`.  The Chebyshev mapping is folded
+//! into the normalising constants, and an optional factor `γ` is multiplied
+//! into `2^(-pE)` in the same round (GroupNorm's scale).
+//! Rounds: `msb + 2 (B2A) + 2 + 2⌈log2 d⌉ + 1 + 2`.
+
+use super::poly::{self, Chebyshev};
+use crate::mpc::arith::{self, AShare};
+use crate::mpc::compare;
+use crate::mpc::{Ctx, Result};
+
+/// Which inverse power.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Power {
+    /// `1/x`.
+    Reciprocal,
+    /// `1/sqrt(x)`.
+    InverseSqrt,
+}
+
+/// A normalised inverse power over a public range of `x`.
+#[derive(Debug, Clone)]
+pub struct InversePower {
+    power: Power,
+    lo_exp: i32,
+    hi_exp: i32,
+    series: Chebyshev,
+}
+
+/// Default series degrees: relative error 1.5e-6 (1/c on [1/2, 1], degree 7)
+/// and 2.6e-5 (c^-1/2 on [1/4, 1], degree 8), both three product levels.
+pub const RECIPROCAL_DEGREE: usize = 7;
+pub const INVERSE_SQRT_DEGREE: usize = 8;
+
+impl InversePower {
+    /// For `x` in `[2^lo_exp, 2^hi_exp)`; smaller inputs are treated as
+    /// `2^lo_exp`-scaled (their result saturates the series domain).
+    pub fn new(power: Power, lo_exp: i32, hi_exp: i32, degree: usize) -> Self {
+        assert!(lo_exp < hi_exp, "empty range");
+        let series = match power {
+            Power::Reciprocal => Chebyshev::fit(|c| 1.0 / c, 0.5, 1.0, degree),
+            Power::InverseSqrt => Chebyshev::fit(|c| 1.0 / c.sqrt(), 0.25, 1.0, degree),
+        };
+        InversePower {
+            power,
+            lo_exp,
+            hi_exp,
+            series,
+        }
+    }
+
+    pub fn reciprocal(lo_exp: i32, hi_exp: i32) -> Self {
+        Self::new(Power::Reciprocal, lo_exp, hi_exp, RECIPROCAL_DEGREE)
+    }
+
+    pub fn inverse_sqrt(lo_exp: i32, hi_exp: i32) -> Self {
+        Self::new(Power::InverseSqrt, lo_exp, hi_exp, INVERSE_SQRT_DEGREE)
+    }
+
+    /// `E` for `2^e ≤ x < 2^(e+1)`.
+    fn norm_exp(&self, e: i32) -> i32 {
+        match self.power {
+            Power::Reciprocal => e + 1,
+            Power::InverseSqrt => (e + 1) + (e + 1).rem_euclid(2),
+        }
+    }
+
+    fn out_scale(&self, e: i32) -> f64 {
+        let big_e = self.norm_exp(e) as f64;
+        match self.power {
+            Power::Reciprocal => (-big_e).exp2(),
+            Power::InverseSqrt => (-big_e / 2.0).exp2(),
+        }
+    }
+
+    /// Comparison ring width needed for `x < 2^hi_exp` at `f` fraction bits.
+    pub fn ring_bits(&self, frac_bits: u32) -> u32 {
+        (self.hi_exp + frac_bits as i32 + 2).clamp(2, 64) as u32
+    }
+
+    /// Plaintext model of the protocol (same normalisation and series).
+    pub fn eval_plain(&self, x: f64) -> f64 {
+        let e = x
+            .log2()
+            .floor()
+            .clamp(self.lo_exp as f64, (self.hi_exp - 1) as f64) as i32;
+        let c = x * (-self.norm_exp(e) as f64).exp2();
+        self.series.eval(c) * self.out_scale(e)
+    }
+
+    /// `x^-p`, times `gamma` element-wise when given.
+    pub fn eval(&self, ctx: &mut Ctx, x: &AShare, gamma: Option<&AShare>) -> Result<AShare> {
+        let fx = ctx.fx();
+        let n = x.len();
+        // Bits [x ≥ 2^j] for j = lo+1 .. hi-1, all in one comparison call.
+        let thresholds: Vec<i32> = (self.lo_exp + 1..self.hi_exp).collect();
+        let shifted: Vec<AShare> = thresholds
+            .iter()
+            .map(|&j| {
+                let t = fx.encode((j as f64).exp2()).expect("threshold in range");
+                x.add_public_scalar(ctx, t.wrapping_neg())
+            })
+            .collect();
+        let k = self.ring_bits(fx.frac_bits());
+        let ge =
+            compare::msb(ctx, &AShare::concat(&shifted.iter().collect::<Vec<_>>()), k)?.not(ctx);
+        let ge = compare::b2a_bit(ctx, &ge, n * thresholds.len())?;
+        let ge = ge.split(&vec![n; thresholds.len()]);
+
+        // Step functions of e as linear combinations of the bits:
+        // v(e) = v(lo) + Σ_j [x ≥ 2^j] (v(j) - v(j-1)).
+        let (map_scale, map_offset) = self.series.map();
+        let step = |ctx: &Ctx, v: &dyn Fn(i32) -> f64| -> AShare {
+            let base = fx.encode(v(self.lo_exp)).expect("scale in range");
+            let mut acc = AShare::from_public(ctx, &vec![base; n]);
+            for (b, &j) in ge.iter().zip(&thresholds) {
+                let d = fx.encode(v(j) - v(j - 1)).expect("scale in range");
+                acc = acc.add(&b.mul_public_scalar(d));
+            }
+            acc
+        };
+        let to_t = step(ctx, &|e| map_scale * (-self.norm_exp(e) as f64).exp2());
+        let out = step(ctx, &|e| self.out_scale(e));
+
+        // t = x·(scale·2^-E) + offset, and out·γ, in one product round.
+        let (t, out) = match gamma {
+            Some(g) => {
+                let p = arith::mul_fx(
+                    ctx,
+                    &AShare::concat(&[x, &out]),
+                    &AShare::concat(&[&to_t, g]),
+                )?;
+                let mut parts = p.split(&[n, n]).into_iter();
+                (parts.next().expect("t"), parts.next().expect("out"))
+            }
+            None => (arith::mul_fx(ctx, x, &to_t)?, out),
+        };
+        let t = t.add_public_scalar(ctx, fx.encode(map_offset).expect("offset"));
+        let basis = poly::chebyshev_basis(ctx, &t, self.series.degree())?;
+        let g = poly::combine(ctx, &basis, &self.series.coeffs)?;
+        arith::mul_fx(ctx, &g, &out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mpc::arith::tests::{deal, dec, enc, fx, open};
+    use crate::mpc::local;
+
+    #[test]
+    fn plaintext_model_is_accurate_over_the_range() {
+        let r = InversePower::reciprocal(0, 8);
+        let s = InversePower::inverse_sqrt(-6, 10);
+        for i in 0..2000 {
+            let x = 1.0 + 254.0 * i as f64 / 1999.0;
+            assert!((r.eval_plain(x) * x - 1.0).abs() < 2e-6, "x={x}");
+            let y = 0.02 + 1000.0 * i as f64 / 1999.0;
+            assert!((s.eval_plain(y) * y.sqrt() - 1.0).abs() < 3e-5, "y={y}");
+        }
+    }
+
+    #[test]
+    fn secure_reciprocal_and_rsqrt_match() {
+        let xs: Vec<f64> = (0..100).map(|i| 1.0 + 2.5 * i as f64).collect();
+        let gs: Vec<f64> = (0..100).map(|i| 0.5 + 0.01 * i as f64).collect();
+        let (sx, sg) = (deal(&enc(&xs), 4), deal(&enc(&gs), 5));
+        let r = InversePower::reciprocal(0, 9);
+        let s = InversePower::inverse_sqrt(-2, 9);
+        let out = local::run(fx(), Some(4), |ctx| {
+            let i = ctx.index();
+            let before = ctx.stats();
+            let a = r.eval(ctx, &sx[i], None).unwrap();
+            let rounds = (ctx.stats() - before).rounds;
+            (a, s.eval(ctx, &sx[i], Some(&sg[i])).unwrap(), rounds)
+        });
+        let rec = dec(&open(&out.clone().map(|o| o.0)));
+        let rs = dec(&open(&out.clone().map(|o| o.1)));
+        for j in 0..xs.len() {
+            // Relative 1.5e-6 series error; absolute fixed-point error of a
+            // few ulps (2^-18 = 3.8e-6) dominates for small results.
+            assert!(
+                (rec[j] - 1.0 / xs[j]).abs() < 2e-5,
+                "1/{} = {}",
+                xs[j],
+                rec[j]
+            );
+            assert!(
+                (rs[j] - gs[j] / xs[j].sqrt()).abs() < 4e-5,
+                "rsqrt {}",
+                xs[j]
+            );
+        }
+        assert_eq!(out[0].2, 7 + 2 + 2 + 6 + 1 + 2);
+    }
+}
