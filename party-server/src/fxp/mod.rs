@@ -4,3 +4,12 @@
 pub mod exp;
 pub mod poly;
 pub mod recip;
+
+/// Which protocol a non-linear op uses: the paper's tables compare both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// What SPU does by default (the paper's baseline).
+    Baseline,
+    /// The paper's protocols, with corrected approximations.
+    CipherDm,
+}
