@@ -1,3 +1,5 @@
 //! The three-party secure computation engine and the party server.
 pub mod fxp;
 pub mod mpc;
+
+pub mod gemm;

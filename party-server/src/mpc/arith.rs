@@ -146,6 +146,40 @@ impl AShare {
         }
     }
 
+    /// The entries at positions `idx`, in that order (local).
+    pub fn gather(&self, idx: &[usize]) -> AShare {
+        AShare {
+            a: idx.iter().map(|&i| self.a[i]).collect(),
+            b: idx.iter().map(|&i| self.b[i]).collect(),
+        }
+    }
+
+    /// Sums of consecutive runs of `len` entries (local).
+    pub fn sum_runs(&self, len: usize) -> AShare {
+        let sum = |v: &[u64]| {
+            v.chunks(len)
+                .map(|c| c.iter().fold(0u64, |s, x| s.wrapping_add(*x)))
+                .collect()
+        };
+        AShare {
+            a: sum(&self.a),
+            b: sum(&self.b),
+        }
+    }
+
+    /// Repeats every entry `times` times (local).
+    pub fn repeat_each(&self, times: usize) -> AShare {
+        let rep = |v: &[u64]| {
+            v.iter()
+                .flat_map(|x| std::iter::repeat_n(*x, times))
+                .collect()
+        };
+        AShare {
+            a: rep(&self.a),
+            b: rep(&self.b),
+        }
+    }
+
     /// Splits a sharing into consecutive pieces of the given lengths.
     pub fn split(&self, lens: &[usize]) -> Vec<AShare> {
         let mut at = 0;

@@ -36,13 +36,35 @@ impl BShare {
 
     /// Complements every bit (XOR with public ones on component 0).
     pub fn not(&self, ctx: &Ctx) -> BShare {
+        self.xor_public(ctx, &vec![u64::MAX; self.words()])
+    }
+
+    /// XOR with a public bit vector (component 0 carries it).
+    pub fn xor_public(&self, ctx: &Ctx, mask: &[u64]) -> BShare {
         let mut s = self.clone();
-        match ctx.index() {
-            0 => s.a.iter_mut().for_each(|w| *w = !*w),
-            2 => s.b.iter_mut().for_each(|w| *w = !*w),
-            _ => {}
-        }
+        let comp = match ctx.index() {
+            0 => &mut s.a,
+            2 => &mut s.b,
+            _ => return s,
+        };
+        comp.iter_mut().zip(mask).for_each(|(w, m)| *w ^= m);
         s
+    }
+
+    /// The bits at positions `idx`, packed in that order.  Local: XOR
+    /// sharing is bitwise, so moving bits moves their shares.
+    pub fn gather(&self, idx: &[usize]) -> BShare {
+        let pick = |src: &[u64]| {
+            let mut out = vec![0u64; words_for(idx.len())];
+            for (o, &i) in idx.iter().enumerate() {
+                out[o / 64] |= ((src[i / 64] >> (i % 64)) & 1) << (o % 64);
+            }
+            out
+        };
+        BShare {
+            a: pick(&self.a),
+            b: pick(&self.b),
+        }
     }
 
     /// Word range `[from, to)` of the packed bits.
@@ -73,6 +95,46 @@ pub fn and(ctx: &mut Ctx, x: &BShare, y: &BShare) -> Result<BShare> {
     let next = ctx.recv(Dir::Next, n)?;
     ctx.end_round();
     Ok(BShare { a: t, b: next })
+}
+
+/// AND of each list of bit positions of `bits` (lists must be non-empty),
+/// packed one result per list.  A balanced tree over all lists at once:
+/// `⌈log2(longest list)⌉` rounds.
+pub fn and_all(ctx: &mut Ctx, bits: &BShare, lists: &[Vec<usize>]) -> Result<BShare> {
+    let mut cur = bits.clone();
+    let mut lists: Vec<Vec<usize>> = lists.to_vec();
+    while lists.iter().any(|l| l.len() > 1) {
+        let (mut left, mut right, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+        for l in &lists {
+            for pair in l.chunks(2) {
+                match pair {
+                    [x, y] => {
+                        left.push(*x);
+                        right.push(*y);
+                    }
+                    [x] => rest.push(*x),
+                    _ => unreachable!("chunks of two"),
+                }
+            }
+        }
+        let prod = and(ctx, &cur.gather(&left), &cur.gather(&right))?;
+        let rest_at = 64 * prod.words();
+        cur = BShare::concat(&[&prod, &cur.gather(&rest)]);
+        let (mut p, mut r) = (0, 0);
+        for l in lists.iter_mut() {
+            let pairs = l.len() / 2;
+            let odd = l.len() % 2 == 1;
+            l.clear();
+            l.extend(p..p + pairs);
+            p += pairs;
+            if odd {
+                l.push(rest_at + r);
+                r += 1;
+            }
+        }
+    }
+    let firsts: Vec<usize> = lists.iter().map(|l| l[0]).collect();
+    Ok(cur.gather(&firsts))
 }
 
 /// Transposes a 64×64 bit matrix in place: afterwards bit `e` of row `j` is
@@ -176,6 +238,32 @@ pub(crate) mod tests {
                 values.iter().map(|v| (v >> j) & 1).collect::<Vec<_>>()
             );
         }
+    }
+
+    #[test]
+    fn and_all_over_lists_of_any_length() {
+        let x: Vec<u64> = vec![0xffff_ffff_ffff_fff7, 0x0f];
+        let sx = deal_bits(&x, 5);
+        let lists: Vec<Vec<usize>> = vec![
+            vec![0, 1, 2],
+            vec![0, 3],
+            vec![4, 5, 6, 7, 8, 9, 10],
+            vec![64, 65, 66, 67],
+            vec![64, 68],
+            vec![5],
+        ];
+        let out = local::run(FixedPoint::default(), Some(4), |ctx| {
+            let before = ctx.stats();
+            let r = and_all(ctx, &sx[ctx.index()], &lists).unwrap();
+            (r, (ctx.stats() - before).rounds)
+        });
+        let got = open_bits(&out.clone().map(|o| o.0))[0];
+        let bit = |i: usize| (x[i / 64] >> (i % 64)) & 1;
+        for (o, l) in lists.iter().enumerate() {
+            let want = l.iter().all(|&i| bit(i) == 1) as u64;
+            assert_eq!((got >> o) & 1, want, "list {o}");
+        }
+        assert_eq!(out[0].1, 3);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod bits;
 pub mod compare;
 pub mod context;
 pub mod local;
+pub mod max;
 pub mod transport;
 
 pub use arith::AShare;
