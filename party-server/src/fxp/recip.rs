@@ -7,8 +7,8 @@
 //! square root) a local linear combination, so `c = x·2^-E` lies in
 //! `[1/2, 1)` (`[1/4, 1)`), where a short Chebyshev series of `c^-p` is
 //! accurate; the result is `c^-p · 2^(-pE)`.  The Chebyshev mapping is folded
-//! into the normalising constants, and an optional factor `γ` is multiplied
-//! into `2^(-pE)` in the same round (GroupNorm's scale).
+//! into the normalising constants, and an optional factor (GroupNorm's `γ`,
+//! softmax's numerators) is multiplied into `2^(-pE)` in the same round.
 //! Rounds: `msb + 2 (B2A) + 2 + 2⌈log2 d⌉ + 1 + 2`.
 
 use super::poly::{self, Chebyshev};
@@ -95,8 +95,15 @@ impl InversePower {
         self.series.eval(c) * self.out_scale(e)
     }
 
-    /// `x^-p`, times `gamma` element-wise when given.
-    pub fn eval(&self, ctx: &mut Ctx, x: &AShare, gamma: Option<&AShare>) -> Result<AShare> {
+    /// `x^-p`; with `times = Some((y, per))`, instead `y_j · x_(j/per)^-p`
+    /// (each `x` scales `per` consecutive entries of `y`: GroupNorm's `γ`,
+    /// softmax's numerators), at no extra round.
+    pub fn eval(
+        &self,
+        ctx: &mut Ctx,
+        x: &AShare,
+        times: Option<(&AShare, usize)>,
+    ) -> Result<AShare> {
         let fx = ctx.fx();
         let n = x.len();
         // Bits [x ≥ 2^j] for j = lo+1 .. hi-1, all in one comparison call.
@@ -129,23 +136,24 @@ impl InversePower {
         let to_t = step(ctx, &|e| map_scale * (-self.norm_exp(e) as f64).exp2());
         let out = step(ctx, &|e| self.out_scale(e));
 
-        // t = x·(scale·2^-E) + offset, and out·γ, in one product round.
-        let (t, out) = match gamma {
-            Some(g) => {
+        // t = x·(scale·2^-E) + offset, and y·2^(-pE), in one product round.
+        let (t, out, per) = match times {
+            Some((y, per)) => {
+                assert_eq!(y.len(), n * per, "y must have `per` entries per x");
                 let p = arith::mul_fx(
                     ctx,
-                    &AShare::concat(&[x, &out]),
-                    &AShare::concat(&[&to_t, g]),
+                    &AShare::concat(&[x, &out.repeat_each(per)]),
+                    &AShare::concat(&[&to_t, y]),
                 )?;
-                let mut parts = p.split(&[n, n]).into_iter();
-                (parts.next().expect("t"), parts.next().expect("out"))
+                let mut parts = p.split(&[n, n * per]).into_iter();
+                (parts.next().expect("t"), parts.next().expect("y·out"), per)
             }
-            None => (arith::mul_fx(ctx, x, &to_t)?, out),
+            None => (arith::mul_fx(ctx, x, &to_t)?, out, 1),
         };
         let t = t.add_public_scalar(ctx, fx.encode(map_offset).expect("offset"));
         let basis = poly::chebyshev_basis(ctx, &t, self.series.degree())?;
         let g = poly::combine(ctx, &basis, &self.series.coeffs)?;
-        arith::mul_fx(ctx, &g, &out)
+        arith::mul_fx(ctx, &g.repeat_each(per), &out)
     }
 }
 
@@ -179,7 +187,7 @@ mod tests {
             let before = ctx.stats();
             let a = r.eval(ctx, &sx[i], None).unwrap();
             let rounds = (ctx.stats() - before).rounds;
-            (a, s.eval(ctx, &sx[i], Some(&sg[i])).unwrap(), rounds)
+            (a, s.eval(ctx, &sx[i], Some((&sg[i], 1))).unwrap(), rounds)
         });
         let rec = dec(&open(&out.clone().map(|o| o.0)));
         let rs = dec(&open(&out.clone().map(|o| o.1)));
