@@ -3,3 +3,5 @@ pub mod fxp;
 pub mod mpc;
 
 pub mod gemm;
+pub mod model;
+pub mod sampler;

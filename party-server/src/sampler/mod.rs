@@ -1,0 +1,245 @@
+//! DDPM and DDIM samplers over any [`Backend`].
+//!
+//! Every per-step update is a linear combination with public scalars (plus a
+//! clamp for DDIM's x0 clipping), so the secure engine runs the same code.
+//! Noise is supplied by the caller (the client provides x_T and, for DDPM,
+//! the per-step noise as inputs).
+//!
+//! Conventions: timesteps are 0-based indices into the schedule,
+//! `t ∈ [0, T)`; β is linear from `beta_start` to `beta_end` over T values;
+//! `ᾱ_t = Π_{s≤t} (1 − β_s)`.
+
+use crate::model::{Backend, Result, UNet};
+
+/// The noise schedule (computed in f64 in the clear; the coefficients are public).
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    /// β_t, t = 0..T.
+    pub betas: Vec<f64>,
+    /// ᾱ_t, t = 0..T.
+    pub alphas_cumprod: Vec<f64>,
+}
+
+impl Schedule {
+    /// Linear betas from `start` to `end` (inclusive) over `t` steps.
+    pub fn linear(t: usize, start: f64, end: f64) -> Self {
+        let betas: Vec<f64> = (0..t)
+            .map(|i| {
+                if t == 1 {
+                    start
+                } else {
+                    start + (end - start) * i as f64 / (t - 1) as f64
+                }
+            })
+            .collect();
+        let mut alphas_cumprod = Vec::with_capacity(t);
+        let mut p = 1.0;
+        for b in &betas {
+            p *= 1.0 - b;
+            alphas_cumprod.push(p);
+        }
+        Schedule {
+            betas,
+            alphas_cumprod,
+        }
+    }
+
+    /// The project's default: T = 1000, β linear 1e-4 … 0.02.
+    pub fn default_linear() -> Self {
+        Self::linear(1000, 1e-4, 0.02)
+    }
+
+    /// Number of diffusion steps T.
+    pub fn num_steps(&self) -> usize {
+        self.betas.len()
+    }
+
+    /// Forward-process coefficients `(sqrt(ᾱ_t), sqrt(1 − ᾱ_t))` for
+    /// `x_t = sqrt(ᾱ_t)·x0 + sqrt(1 − ᾱ_t)·ε` (training).
+    pub fn q_coeffs(&self, t: usize) -> (f64, f64) {
+        let a = self.alphas_cumprod[t];
+        (a.sqrt(), (1.0 - a).sqrt())
+    }
+}
+
+/// Which sampler to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SamplerKind {
+    /// Ancestral DDPM over all T steps, σ_t = sqrt(β_t).
+    Ddpm,
+    /// Deterministic DDIM (η = 0) over `steps` uniformly spaced timesteps, x0 clipped to [−1, 1].
+    Ddim {
+        /// Number of denoising steps S.
+        steps: usize,
+    },
+}
+
+impl SamplerKind {
+    /// Parse "ddpm" / "ddim" with a step count (ignored for DDPM).
+    pub fn parse(name: &str, steps: usize) -> Option<Self> {
+        match name {
+            "ddpm" => Some(SamplerKind::Ddpm),
+            "ddim" => Some(SamplerKind::Ddim { steps }),
+            _ => None,
+        }
+    }
+
+    /// The descending timesteps at which the model is evaluated.
+    pub fn timesteps(&self, sched: &Schedule) -> Vec<usize> {
+        match *self {
+            SamplerKind::Ddpm => (0..sched.num_steps()).rev().collect(),
+            SamplerKind::Ddim { steps } => ddim_timesteps(sched.num_steps(), steps),
+        }
+    }
+
+    /// Number of fresh noise tensors the caller must supply after x_T
+    /// (DDPM: one per step except the last; DDIM: none).
+    pub fn noise_tensors_needed(&self, sched: &Schedule) -> usize {
+        match *self {
+            SamplerKind::Ddpm => sched.num_steps() - 1,
+            SamplerKind::Ddim { .. } => 0,
+        }
+    }
+}
+
+/// DDIM's uniform ("leading") timesteps: `k·⌊T/S⌋` for k = S−1 … 0.
+pub fn ddim_timesteps(t: usize, s: usize) -> Vec<usize> {
+    let s = s.clamp(1, t);
+    let ratio = t / s;
+    (0..s).rev().map(|k| k * ratio).collect()
+}
+
+/// Public coefficients of one DDIM step (η = 0).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DdimCoeffs {
+    /// x0 = `x0_x`·x_t + `x0_eps`·ε
+    pub x0_x: f32,
+    /// see `x0_x`
+    pub x0_eps: f32,
+    /// x_prev = `prev_x0`·clip(x0) + `prev_eps`·ε
+    pub prev_x0: f32,
+    /// see `prev_x0`
+    pub prev_eps: f32,
+}
+
+/// DDIM coefficients from t to `t_prev` (`None`: the final step, ᾱ_prev = 1).
+pub fn ddim_coeffs(sched: &Schedule, t: usize, t_prev: Option<usize>) -> DdimCoeffs {
+    let a = sched.alphas_cumprod[t];
+    let ap = t_prev.map_or(1.0, |p| sched.alphas_cumprod[p]);
+    DdimCoeffs {
+        x0_x: (1.0 / a.sqrt()) as f32,
+        x0_eps: (-(1.0 - a).sqrt() / a.sqrt()) as f32,
+        prev_x0: ap.sqrt() as f32,
+        prev_eps: (1.0 - ap).sqrt() as f32,
+    }
+}
+
+/// One DDIM step (η = 0, x0 clipped to [−1, 1]).
+pub fn ddim_step<B: Backend>(
+    be: &mut B,
+    x: &B::Tensor,
+    eps: &B::Tensor,
+    c: DdimCoeffs,
+) -> Result<B::Tensor> {
+    let x0 = be.lincomb(c.x0_x, x, c.x0_eps, eps)?;
+    let x0 = be.clamp(&x0, -1.0, 1.0)?;
+    be.lincomb(c.prev_x0, &x0, c.prev_eps, eps)
+}
+
+/// Public coefficients of one DDPM step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DdpmCoeffs {
+    /// mean = `mean_x`·x_t + `mean_eps`·ε
+    pub mean_x: f32,
+    /// see `mean_x`
+    pub mean_eps: f32,
+    /// σ_t = sqrt(β_t) (0 at t = 0)
+    pub sigma: f32,
+}
+
+/// DDPM coefficients at t: `x_{t−1} = (x_t − β_t/sqrt(1−ᾱ_t)·ε)/sqrt(α_t) + σ_t·z`.
+pub fn ddpm_coeffs(sched: &Schedule, t: usize) -> DdpmCoeffs {
+    let b = sched.betas[t];
+    let a = 1.0 - b;
+    let ab = sched.alphas_cumprod[t];
+    DdpmCoeffs {
+        mean_x: (1.0 / a.sqrt()) as f32,
+        mean_eps: (-b / ((1.0 - ab).sqrt() * a.sqrt())) as f32,
+        sigma: if t > 0 { b.sqrt() as f32 } else { 0.0 },
+    }
+}
+
+/// One DDPM step; `z` is the caller's standard-normal noise (ignored at t = 0).
+pub fn ddpm_step<B: Backend>(
+    be: &mut B,
+    x: &B::Tensor,
+    eps: &B::Tensor,
+    c: DdpmCoeffs,
+    z: Option<&B::Tensor>,
+) -> Result<B::Tensor> {
+    let mean = be.lincomb(c.mean_x, x, c.mean_eps, eps)?;
+    match z {
+        Some(z) if c.sigma != 0.0 => be.lincomb(1.0, &mean, c.sigma, z),
+        _ => Ok(mean),
+    }
+}
+
+/// Run a sampler with an arbitrary ε-predictor `denoise(be, x_t, t)`.
+///
+/// `x_t_init` is x_T (standard normal, from the caller); `noise(be, k)` must
+/// return the k-th fresh noise tensor (DDPM only, k = 0 … T−2);
+/// `progress(done, total)` is called after every step.
+#[allow(clippy::type_complexity)]
+pub fn sample_with<B: Backend>(
+    be: &mut B,
+    sched: &Schedule,
+    kind: SamplerKind,
+    x_t_init: &B::Tensor,
+    denoise: &mut dyn FnMut(&mut B, &B::Tensor, usize) -> Result<B::Tensor>,
+    noise: &mut dyn FnMut(&mut B, usize) -> Result<B::Tensor>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<B::Tensor> {
+    let ts = kind.timesteps(sched);
+    let total = ts.len();
+    let mut x = x_t_init.clone();
+    for (k, &t) in ts.iter().enumerate() {
+        let eps = denoise(be, &x, t)?;
+        x = match kind {
+            SamplerKind::Ddim { .. } => {
+                let c = ddim_coeffs(sched, t, ts.get(k + 1).copied());
+                ddim_step(be, &x, &eps, c)?
+            }
+            SamplerKind::Ddpm => {
+                let c = ddpm_coeffs(sched, t);
+                if t > 0 {
+                    let z = noise(be, k)?;
+                    ddpm_step(be, &x, &eps, c, Some(&z))?
+                } else {
+                    ddpm_step(be, &x, &eps, c, None)?
+                }
+            }
+        };
+        progress(k + 1, total);
+    }
+    Ok(x)
+}
+
+/// Run a sampler with a U-Net: `x_t_init` `[N, C, H, W]`, `class_onehot` `[N, classes]`.
+#[allow(clippy::too_many_arguments)]
+pub fn sample<B: Backend>(
+    be: &mut B,
+    unet: &UNet<B>,
+    sched: &Schedule,
+    kind: SamplerKind,
+    x_t_init: &B::Tensor,
+    class_onehot: Option<&B::Tensor>,
+    noise: &mut dyn FnMut(&mut B, usize) -> Result<B::Tensor>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<B::Tensor> {
+    let n = be.dims(x_t_init)[0];
+    let mut denoise = |be: &mut B, x: &B::Tensor, t: usize| {
+        let ts = vec![t as f32; n];
+        unet.forward(be, x, &ts, class_onehot)
+    };
+    sample_with(be, sched, kind, x_t_init, &mut denoise, noise, progress)
+}
