@@ -319,6 +319,38 @@ pub fn square_fx(ctx: &mut Ctx, x: &AShare) -> Result<AShare> {
     reshare_trunc(ctx, t, d)
 }
 
+/// Shapes of a matrix product `X (m×k) · Y`, with `Y` given as `k×n`, or
+/// transposed as `n×k` (attention's `Q·K^T`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatShape {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub y_transposed: bool,
+}
+
+/// Fixed-point matrix product, truncated.  The local 3-out-of-3 term is
+/// `X_i·(Y_i + Y_{i+1}) + X_{i+1}·Y_i`: two ring GEMMs.  2 rounds, three
+/// words per output element in total.
+pub fn matmul_fx(ctx: &mut Ctx, x: &AShare, y: &AShare, s: MatShape) -> Result<AShare> {
+    assert_eq!(x.len(), s.m * s.k, "X is not m×k");
+    assert_eq!(y.len(), s.k * s.n, "Y is not k×n");
+    let y_sum = zip_map(&y.a, &y.b, u64::wrapping_add);
+    let mut t = vec![0u64; s.m * s.n];
+    let gemm = crate::gemm::Gemm {
+        b_transposed: s.y_transposed,
+        ..Default::default()
+    };
+    gemm.run(s.m, s.k, s.n, &x.a, &y_sum, &mut t);
+    crate::gemm::Gemm {
+        accumulate: true,
+        ..gemm
+    }
+    .run(s.m, s.k, s.n, &x.b, &y.a, &mut t);
+    let d = ctx.frac_bits();
+    reshare_trunc(ctx, t, d)
+}
+
 /// Multiplies by public fixed-point constants (already encoded), truncating.  1 round.
 pub fn mul_public_fx(ctx: &mut Ctx, x: &AShare, c: &[u64]) -> Result<AShare> {
     let d = ctx.frac_bits();
@@ -458,6 +490,33 @@ pub(crate) mod tests {
                 prop_assert!((got[j] - x * y).abs() <= 2.0 * ulp, "{} vs {}", got[j], x * y);
                 prop_assert!((sq[j] - x * x).abs() <= 2.0 * ulp);
                 prop_assert!((c[j] + 0.75 * x).abs() <= 2.0 * ulp);
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_matches_plaintext_both_layouts() {
+        let (m, k, n) = (5, 7, 3);
+        let xs: Vec<f64> = (0..m * k).map(|i| (i as f64 * 0.37).sin() * 3.0).collect();
+        let ys: Vec<f64> = (0..k * n).map(|i| (i as f64 * 0.11).cos() * 2.0).collect();
+        let yt: Vec<f64> = (0..n * k).map(|i| ys[(i % k) * n + i / k]).collect();
+        let (sx, sy, syt) = (deal(&enc(&xs), 1), deal(&enc(&ys), 2), deal(&enc(&yt), 3));
+        let out = local::run(fx(), Some(7), |ctx| {
+            let i = ctx.index();
+            let shape = MatShape { m, k, n, y_transposed: false };
+            let a = matmul_fx(ctx, &sx[i], &sy[i], shape).unwrap();
+            let shape_t = MatShape { y_transposed: true, ..shape };
+            (a, matmul_fx(ctx, &sx[i], &syt[i], shape_t).unwrap())
+        });
+        let (a, b) = (dec(&open(&out.clone().map(|o| o.0))), dec(&open(&out.map(|o| o.1))));
+        let q = |v: f64| fx().decode(enc(&[v])[0]);
+        for r in 0..m {
+            for c in 0..n {
+                let want: f64 = (0..k).map(|j| q(xs[r * k + j]) * q(ys[j * n + c])).sum();
+                // One truncation of the exact ring sum: floor, or one less.
+                let ulp = 1.0 / fx().scale();
+                assert!((a[r * n + c] - want).abs() <= 2.0 * ulp);
+                assert!((b[r * n + c] - want).abs() <= 2.0 * ulp);
             }
         }
     }
