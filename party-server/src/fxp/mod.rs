@@ -2,8 +2,10 @@
 //! Built on [`crate::mpc`]; knows nothing of layers.
 
 pub mod exp;
+pub mod norm;
 pub mod poly;
 pub mod recip;
+pub mod softmax;
 
 /// Which protocol a non-linear op uses: the paper's tables compare both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -32,7 +32,16 @@ pub struct InversePower {
     lo_exp: i32,
     hi_exp: i32,
     series: Chebyshev,
+    /// Public factor multiplied into the result.
+    out_factor: f64,
 }
+
+/// Significant bits wanted in the smallest normalising constant.
+const CONSTANT_BITS: i32 = 14;
+/// Cap on the extra fraction bits of the normalising constants: each extra
+/// bit doubles the truncation failure rate of the two products that use them
+/// (at 10 bits: |v|·2^-18 per value, on one value per normalised group/row).
+const MAX_EXTRA_BITS: i32 = 10;
 
 /// Default series degrees: relative error 1.5e-6 (1/c on [1/2, 1], degree 7)
 /// and 2.6e-5 (c^-1/2 on [1/4, 1], degree 8), both three product levels.
@@ -53,7 +62,24 @@ impl InversePower {
             lo_exp,
             hi_exp,
             series,
+            out_factor: 1.0,
         }
+    }
+
+    /// Multiplies the result by the public `factor` (free: it is folded
+    /// into the normalising constants).
+    pub fn with_factor(mut self, factor: f64) -> Self {
+        self.out_factor = factor;
+        self
+    }
+
+    /// Extra fraction bits for the normalising constants, so that the
+    /// smallest (`2^-E` at the top of the range) keeps [`CONSTANT_BITS`].
+    fn extra_bits(&self, frac_bits: u32) -> u32 {
+        let big_e = self.norm_exp(self.hi_exp - 1) as f64;
+        let smallest = (self.series.map().0 * (-big_e).exp2()).min(self.out_scale(self.hi_exp - 1));
+        let have = smallest.log2().floor() as i32 + frac_bits as i32;
+        (CONSTANT_BITS - have).clamp(0, MAX_EXTRA_BITS) as u32
     }
 
     pub fn reciprocal(lo_exp: i32, hi_exp: i32) -> Self {
@@ -74,10 +100,11 @@ impl InversePower {
 
     fn out_scale(&self, e: i32) -> f64 {
         let big_e = self.norm_exp(e) as f64;
-        match self.power {
-            Power::Reciprocal => (-big_e).exp2(),
-            Power::InverseSqrt => (-big_e / 2.0).exp2(),
-        }
+        self.out_factor
+            * match self.power {
+                Power::Reciprocal => (-big_e).exp2(),
+                Power::InverseSqrt => (-big_e / 2.0).exp2(),
+            }
     }
 
     /// Comparison ring width needed for `x < 2^hi_exp` at `f` fraction bits.
@@ -124,15 +151,19 @@ impl InversePower {
         // Step functions of e as linear combinations of the bits:
         // v(e) = v(lo) + Σ_j [x ≥ 2^j] (v(j) - v(j-1)).
         let (map_scale, map_offset) = self.series.map();
+        let extra = self.extra_bits(fx.frac_bits());
+        let wide =
+            shared::FixedPoint::new(fx.frac_bits() + extra).expect("extra bits within range");
         let step = |ctx: &Ctx, v: &dyn Fn(i32) -> f64| -> AShare {
-            let base = fx.encode(v(self.lo_exp)).expect("scale in range");
+            let base = wide.encode(v(self.lo_exp)).expect("scale in range");
             let mut acc = AShare::from_public(ctx, &vec![base; n]);
             for (b, &j) in ge.iter().zip(&thresholds) {
-                let d = fx.encode(v(j) - v(j - 1)).expect("scale in range");
+                let d = wide.encode(v(j) - v(j - 1)).expect("scale in range");
                 acc = acc.add(&b.mul_public_scalar(d));
             }
             acc
         };
+        let d = fx.frac_bits() + extra;
         let to_t = step(ctx, &|e| map_scale * (-self.norm_exp(e) as f64).exp2());
         let out = step(ctx, &|e| self.out_scale(e));
 
@@ -140,20 +171,23 @@ impl InversePower {
         let (t, out, per) = match times {
             Some((y, per)) => {
                 assert_eq!(y.len(), n * per, "y must have `per` entries per x");
-                let p = arith::mul_fx(
+                let p = arith::mul_trunc(
                     ctx,
                     &AShare::concat(&[x, &out.repeat_each(per)]),
                     &AShare::concat(&[&to_t, y]),
+                    d,
                 )?;
                 let mut parts = p.split(&[n, n * per]).into_iter();
                 (parts.next().expect("t"), parts.next().expect("y·out"), per)
             }
-            None => (arith::mul_fx(ctx, x, &to_t)?, out, 1),
+            None => (arith::mul_trunc(ctx, x, &to_t, d)?, out, 1),
         };
         let t = t.add_public_scalar(ctx, fx.encode(map_offset).expect("offset"));
         let basis = poly::chebyshev_basis(ctx, &t, self.series.degree())?;
         let g = poly::combine(ctx, &basis, &self.series.coeffs)?;
-        arith::mul_fx(ctx, &g.repeat_each(per), &out)
+        // `out` still has the extra bits when no `y` absorbed them.
+        let d = if times.is_some() { fx.frac_bits() } else { d };
+        arith::mul_trunc(ctx, &g.repeat_each(per), &out, d)
     }
 }
 

@@ -307,6 +307,12 @@ pub fn mul(ctx: &mut Ctx, x: &AShare, y: &AShare) -> Result<AShare> {
 /// Fixed-point product, element-wise, truncated by the fraction bits.  2 rounds.
 pub fn mul_fx(ctx: &mut Ctx, x: &AShare, y: &AShare) -> Result<AShare> {
     let d = ctx.frac_bits();
+    mul_trunc(ctx, x, y, d)
+}
+
+/// Element-wise product truncated by `d` bits (for operands carrying extra
+/// fraction bits).  2 rounds.
+pub fn mul_trunc(ctx: &mut Ctx, x: &AShare, y: &AShare, d: u32) -> Result<AShare> {
     reshare_trunc(ctx, product_terms(x, y), d)
 }
 
@@ -347,6 +353,25 @@ pub fn matmul_fx(ctx: &mut Ctx, x: &AShare, y: &AShare, s: MatShape) -> Result<A
         ..gemm
     }
     .run(s.m, s.k, s.n, &x.b, &y.a, &mut t);
+    let d = ctx.frac_bits();
+    reshare_trunc(ctx, t, d)
+}
+
+/// Sums of squares over consecutive runs of `len` entries, truncated by the
+/// fraction bits.  The squares stay in local 3-out-of-3 form at double
+/// scale and are summed before the single truncation, so only one word per
+/// run is sent and the result carries one rounding, not one per square.
+/// 2 rounds.  Requires `Σ x² · 2^(2f) < 2^63` per run.
+pub fn sum_squares_runs(ctx: &mut Ctx, x: &AShare, len: usize) -> Result<AShare> {
+    let t: Vec<u64> =
+        x.a.chunks(len)
+            .zip(x.b.chunks(len))
+            .map(|(a, b)| {
+                a.iter().zip(b).fold(0u64, |acc, (&u, &v)| {
+                    acc.wrapping_add(u.wrapping_mul(u.wrapping_add(v.wrapping_mul(2))))
+                })
+            })
+            .collect();
     let d = ctx.frac_bits();
     reshare_trunc(ctx, t, d)
 }
@@ -503,12 +528,23 @@ pub(crate) mod tests {
         let (sx, sy, syt) = (deal(&enc(&xs), 1), deal(&enc(&ys), 2), deal(&enc(&yt), 3));
         let out = local::run(fx(), Some(7), |ctx| {
             let i = ctx.index();
-            let shape = MatShape { m, k, n, y_transposed: false };
+            let shape = MatShape {
+                m,
+                k,
+                n,
+                y_transposed: false,
+            };
             let a = matmul_fx(ctx, &sx[i], &sy[i], shape).unwrap();
-            let shape_t = MatShape { y_transposed: true, ..shape };
+            let shape_t = MatShape {
+                y_transposed: true,
+                ..shape
+            };
             (a, matmul_fx(ctx, &sx[i], &syt[i], shape_t).unwrap())
         });
-        let (a, b) = (dec(&open(&out.clone().map(|o| o.0))), dec(&open(&out.map(|o| o.1))));
+        let (a, b) = (
+            dec(&open(&out.clone().map(|o| o.0))),
+            dec(&open(&out.map(|o| o.1))),
+        );
         let q = |v: f64| fx().decode(enc(&[v])[0]);
         for r in 0..m {
             for c in 0..n {
