@@ -5,5 +5,8 @@
 pub mod adam;
 pub mod args;
 pub mod candle_backend;
+pub mod classifier;
 pub mod data;
 pub mod fast_ops;
+pub mod fid;
+pub mod image;
