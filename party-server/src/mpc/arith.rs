@@ -397,31 +397,9 @@ pub(crate) mod tests {
     use super::*;
     use crate::mpc::local;
     use proptest::prelude::*;
-    use rand::SeedableRng;
-    use rand::rngs::StdRng;
     use shared::FixedPoint;
-    use shared::share::{reconstruct, share};
 
-    /// Shares plaintext ring values for the three parties (test dealer).
-    pub fn deal(x: &[u64], seed: u64) -> [AShare; 3] {
-        share(x, &mut StdRng::seed_from_u64(seed)).map(AShare::from)
-    }
-
-    /// Reconstructs from all three parties, checking every pair agrees.
-    pub fn open(s: &[AShare; 3]) -> Vec<u64> {
-        let ps: Vec<PartyShares> = shared::Party::ALL
-            .iter()
-            .zip(s)
-            .map(|(&p, s)| PartyShares {
-                party: p,
-                own: s.a.clone(),
-                next: s.b.clone(),
-            })
-            .collect();
-        let v = reconstruct(&ps[0], &ps[1]).expect("consistent");
-        assert_eq!(reconstruct(&ps[1], &ps[2]).expect("consistent"), v);
-        v
-    }
+    pub use crate::mpc::local::{deal, open};
 
     pub fn fx() -> FixedPoint {
         FixedPoint::default()

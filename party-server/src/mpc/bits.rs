@@ -192,27 +192,7 @@ pub(crate) mod tests {
     use rand::{RngExt, SeedableRng};
     use shared::FixedPoint;
 
-    /// Boolean test dealer: XOR shares of `x`.
-    pub fn deal_bits(x: &[u64], seed: u64) -> [BShare; 3] {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let c0: Vec<u64> = x.iter().map(|_| rng.random()).collect();
-        let c1: Vec<u64> = x.iter().map(|_| rng.random()).collect();
-        let c2: Vec<u64> = (0..x.len()).map(|j| x[j] ^ c0[j] ^ c1[j]).collect();
-        let c = [c0, c1, c2];
-        std::array::from_fn(|i| BShare {
-            a: c[i].clone(),
-            b: c[(i + 1) % 3].clone(),
-        })
-    }
-
-    pub fn open_bits(s: &[BShare; 3]) -> Vec<u64> {
-        assert_eq!(s[0].b, s[1].a);
-        assert_eq!(s[1].b, s[2].a);
-        assert_eq!(s[2].b, s[0].a);
-        (0..s[0].words())
-            .map(|j| s[0].a[j] ^ s[1].a[j] ^ s[2].a[j])
-            .collect()
-    }
+    pub use crate::mpc::local::{deal_bits, open_bits};
 
     #[test]
     fn transpose_matches_naive() {

@@ -1,9 +1,12 @@
 //! Three parties as threads of one process, linked in memory.  Used by the
 //! tests and the in-process benchmarks.
 
+use super::arith::AShare;
+use super::bits::BShare;
 use super::context::Ctx;
 use super::transport::MemTransport;
-use shared::{FixedPoint, Party, Prg, Seed};
+use shared::share::reconstruct;
+use shared::{FixedPoint, Party, PartyShares, Prg, Seed};
 
 /// Runs `f` as each of the three parties and returns their results in party
 /// order.  With `seed`, the parties' correlated randomness is derived from it
@@ -49,4 +52,73 @@ where
             .map(|h| h.join().expect("party thread panicked"));
         std::array::from_fn(|_| out.next().expect("three parties"))
     })
+}
+
+/// Shares ring values for the three in-process parties, as a client would
+/// (reproducible from `seed`; for tests and benchmarks).
+pub fn deal(x: &[u64], seed: u64) -> [AShare; 3] {
+    let mut key = [0u8; 16];
+    key[8..].copy_from_slice(&seed.to_le_bytes());
+    let mut prg = Prg::new(Seed(key));
+    let c0 = prg.u64_vec(x.len());
+    let c1 = prg.u64_vec(x.len());
+    let c2: Vec<u64> = (0..x.len())
+        .map(|j| x[j].wrapping_sub(c0[j]).wrapping_sub(c1[j]))
+        .collect();
+    let c = [c0, c1, c2];
+    std::array::from_fn(|i| AShare {
+        a: c[i].clone(),
+        b: c[(i + 1) % 3].clone(),
+    })
+}
+
+/// XOR-shares packed bits for the three in-process parties.
+pub fn deal_bits(x: &[u64], seed: u64) -> [BShare; 3] {
+    let s = deal(x, seed ^ 0xb17);
+    let c2: Vec<u64> = (0..x.len()).map(|j| x[j] ^ s[0].a[j] ^ s[0].b[j]).collect();
+    let c = [s[0].a.clone(), s[0].b.clone(), c2];
+    std::array::from_fn(|i| BShare {
+        a: c[i].clone(),
+        b: c[(i + 1) % 3].clone(),
+    })
+}
+
+/// Reconstructs packed bits, checking the parties' copies agree.
+pub fn open_bits(s: &[BShare; 3]) -> Vec<u64> {
+    assert_eq!(s[0].b, s[1].a, "inconsistent boolean shares");
+    assert_eq!(s[1].b, s[2].a, "inconsistent boolean shares");
+    assert_eq!(s[2].b, s[0].a, "inconsistent boolean shares");
+    (0..s[0].words())
+        .map(|j| s[0].a[j] ^ s[1].a[j] ^ s[2].a[j])
+        .collect()
+}
+
+/// Reconstructs the parties' outputs, as a client would, checking that all
+/// pairs of parties agree (panics on inconsistent shares: a protocol bug).
+pub fn open(s: &[AShare; 3]) -> Vec<u64> {
+    let ps: Vec<PartyShares> = Party::ALL
+        .iter()
+        .zip(s)
+        .map(|(&p, s)| PartyShares {
+            party: p,
+            own: s.a.clone(),
+            next: s.b.clone(),
+        })
+        .collect();
+    let v = reconstruct(&ps[0], &ps[1]).expect("consistent shares");
+    assert_eq!(reconstruct(&ps[1], &ps[2]).expect("consistent shares"), v);
+    v
+}
+
+/// CPU time consumed so far by the calling thread (a party's compute, as
+/// opposed to wall time, which on a shared machine includes waiting).
+pub fn thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec to the valid pointer.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "CLOCK_THREAD_CPUTIME_ID unavailable");
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
