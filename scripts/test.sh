@@ -15,6 +15,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "native tests"
 cargo test --workspace
 
+step "benchmark smoke run (bench-ops --quick)"
+cargo run -q --bin bench-ops -- --quick
+
 step "wasm32 build of the shared crate"
 (
   source scripts/wasm-env.sh
