@@ -61,3 +61,6 @@ pub fn load_cpu_model(dir: impl AsRef<std::path::Path>) -> Result<(UNet<CpuBacke
     }
     Ok((net, be))
 }
+
+#[cfg(test)]
+mod tests;

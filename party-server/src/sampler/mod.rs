@@ -243,3 +243,152 @@ pub fn sample<B: Backend>(
     };
     sample_with(be, sched, kind, x_t_init, &mut denoise, noise, progress)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::model::{CpuBackend, CpuTensor};
+
+    #[test]
+    fn linear_schedule_values() {
+        let s = Schedule::default_linear();
+        assert_eq!(s.num_steps(), 1000);
+        assert!((s.betas[0] - 1e-4).abs() < 1e-15);
+        assert!((s.betas[999] - 0.02).abs() < 1e-15);
+        assert!((s.alphas_cumprod[0] - 0.9999).abs() < 1e-12);
+        // Independent reference values (f64 product): ᾱ_499, ᾱ_999.
+        assert!((s.alphas_cumprod[499] - 0.078_587_242_881_778_21).abs() < 1e-12);
+        assert!((s.alphas_cumprod[999] - 4.035_829_765_375_675e-5).abs() < 1e-15);
+        let (a, b) = s.q_coeffs(999);
+        assert!((a * a + b * b - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn ddim_timesteps_are_uniform_and_descending() {
+        let ts = ddim_timesteps(1000, 50);
+        assert_eq!(ts.len(), 50);
+        assert_eq!(ts[0], 980);
+        assert_eq!(ts[49], 0);
+        assert!(ts.windows(2).all(|w| w[0] - w[1] == 20));
+        assert_eq!(
+            ddim_timesteps(1000, 1000),
+            (0..1000).rev().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            SamplerKind::Ddpm
+                .timesteps(&Schedule::default_linear())
+                .len(),
+            1000
+        );
+        assert_eq!(
+            SamplerKind::parse("ddim", 7),
+            Some(SamplerKind::Ddim { steps: 7 })
+        );
+        assert_eq!(SamplerKind::parse("euler", 7), None);
+    }
+
+    fn t(v: &[f32]) -> CpuTensor {
+        CpuTensor::new(v.to_vec(), &[v.len()]).unwrap()
+    }
+
+    #[test]
+    fn ddim_step_matches_the_direct_formula() {
+        let s = Schedule::default_linear();
+        let mut be = CpuBackend::with_weights(HashMap::new());
+        let (tt, tp) = (500, 480);
+        let x = [0.3f32, -1.2, 2.5, 0.0];
+        let e = [0.1f32, 0.9, -0.4, 2.0];
+        let c = ddim_coeffs(&s, tt, Some(tp));
+        let got = ddim_step(&mut be, &t(&x), &t(&e), c).unwrap().data;
+        let (a, ap) = (s.alphas_cumprod[tt], s.alphas_cumprod[tp]);
+        for i in 0..4 {
+            let x0 = ((x[i] as f64 - (1.0 - a).sqrt() * e[i] as f64) / a.sqrt()).clamp(-1.0, 1.0);
+            let want = ap.sqrt() * x0 + (1.0 - ap).sqrt() * e[i] as f64;
+            assert!(
+                (got[i] as f64 - want).abs() < 1e-5,
+                "{i}: {} vs {want}",
+                got[i]
+            );
+        }
+        // Final step: ᾱ_prev = 1, the result is the clipped x0.
+        let c = ddim_coeffs(&s, 0, None);
+        assert_eq!(c.prev_x0, 1.0);
+        assert_eq!(c.prev_eps, 0.0);
+    }
+
+    #[test]
+    fn ddpm_step_matches_the_direct_formula() {
+        let s = Schedule::default_linear();
+        let mut be = CpuBackend::with_weights(HashMap::new());
+        let x = [0.3f32, -1.2];
+        let e = [0.1f32, 0.9];
+        let z = [1.5f32, -0.5];
+        for tt in [0usize, 1, 700, 999] {
+            let c = ddpm_coeffs(&s, tt);
+            let got = ddpm_step(&mut be, &t(&x), &t(&e), c, Some(&t(&z)))
+                .unwrap()
+                .data;
+            let b = s.betas[tt];
+            let ab = s.alphas_cumprod[tt];
+            for i in 0..2 {
+                let mut want =
+                    (x[i] as f64 - b / (1.0 - ab).sqrt() * e[i] as f64) / (1.0 - b).sqrt();
+                if tt > 0 {
+                    want += b.sqrt() * z[i] as f64;
+                }
+                assert!(
+                    (got[i] as f64 - want).abs() < 1e-5,
+                    "t={tt}: {} vs {want}",
+                    got[i]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn samplers_run_over_a_backend_with_caller_noise() {
+        let s = Schedule::default_linear();
+        let mut be = CpuBackend::with_weights(HashMap::new());
+        // ε ≡ 0 and a small x_T: DDIM never clips, x0 = x_T / sqrt(ᾱ_980) exactly.
+        let x_t = t(&[0.001, -0.002]);
+        let mut zero = |be: &mut CpuBackend, x: &CpuTensor, _t: usize| be.scale(x, 0.0);
+        let mut no_noise = |_: &mut CpuBackend, _: usize| -> Result<CpuTensor> { unreachable!() };
+        let mut steps = 0;
+        let y = sample_with(
+            &mut be,
+            &s,
+            SamplerKind::Ddim { steps: 50 },
+            &x_t,
+            &mut zero,
+            &mut no_noise,
+            &mut |k, n| {
+                steps = k;
+                assert_eq!(n, 50);
+            },
+        )
+        .unwrap();
+        assert_eq!(steps, 50);
+        let a = s.alphas_cumprod[980].sqrt() as f32;
+        assert!((y.data[0] - 0.001 / a).abs() < 1e-4 && (y.data[1] + 0.002 / a).abs() < 1e-4);
+        // DDPM asks for exactly T − 1 noise tensors, in order.
+        let mut asked = Vec::new();
+        let mut noise = |be: &mut CpuBackend, k: usize| {
+            asked.push(k);
+            be.from_public(&[0.0, 0.0], &[2])
+        };
+        sample_with(
+            &mut be,
+            &s,
+            SamplerKind::Ddpm,
+            &x_t,
+            &mut zero,
+            &mut noise,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(asked.len(), SamplerKind::Ddpm.noise_tensors_needed(&s));
+        assert_eq!(asked, (0..999).collect::<Vec<_>>());
+    }
+}
