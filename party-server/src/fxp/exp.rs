@@ -5,7 +5,8 @@
 //!   (`1 + 2n` rounds).
 //! * [`exp_chebyshev`] — CipherDM: a Chebyshev series on `[T_exp, 0] = [-14, 0]`
 //!   (`e^-14 < 2^-18`), evaluated in the mapped variable with a log-depth
-//!   basis, and masked to 0 below `T_exp`.  The coefficients are the true
+//!   basis, and masked to 0 below `T_exp`; the mask's comparison runs
+//!   concurrently with the series, so the rounds are those of the longer.  The coefficients are the true
 //!   Chebyshev projection fitted in code ([`ExpCoefficients::Fitted`]), or the
 //!   paper's Table 3 ([`ExpCoefficients::Paper`], kept to reproduce its
 //!   accuracy: 0.95 at x = 0 and negative below x ≈ -4.5).
@@ -75,10 +76,15 @@ pub fn exp_baseline(ctx: &mut Ctx, x: &AShare) -> Result<AShare> {
 /// ring width: requires `|x| < 2^(k-1-f)`.
 pub fn exp_chebyshev(ctx: &mut Ctx, x: &AShare, series: &Chebyshev, k: u32) -> Result<AShare> {
     let t_exp = ctx.fx().encode(-series.lo).expect("T_exp encodable");
-    // keep = x ≥ T_exp, i.e. the sign bit of x - T_exp is clear.
-    let keep = compare::msb(ctx, &x.add_public_scalar(ctx, t_exp), k)?.not(ctx);
-    let keep = compare::b2a_bit(ctx, &keep, x.len())?;
-    let z = poly::eval(ctx, x, series)?;
+    // The mask and the series are independent: run them side by side.
+    let (keep, z) = ctx.join(
+        |c| {
+            // keep = x ≥ T_exp, i.e. the sign bit of x - T_exp is clear.
+            let keep = compare::msb(c, &x.add_public_scalar(c, t_exp), k)?.not(c);
+            compare::b2a_bit(c, &keep, x.len())
+        },
+        |c| poly::eval(c, x, series),
+    )?;
     arith::mul(ctx, &keep, &z)
 }
 

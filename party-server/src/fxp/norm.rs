@@ -1,12 +1,13 @@
 //! GroupNorm on shares: mean, variance, normalised inverse square root,
-//! affine — `16 + msb` rounds (26 for the default variance range, whose
-//! comparisons need a 40-bit ring; 25 when the range fits 33 bits).
+//! affine — `14 + msb` rounds (24 for the default variance range, whose
+//! comparisons need a 40-bit ring).
 //!
 //! The squares are summed per group before their one truncation (one word
 //! per group on the wire), the `1/m` of the variance is folded into the
 //! inverse square root as the public factor `sqrt(m)`, and `γ` is multiplied
-//! into the per-group scale in the same round as the normalisation, so the
-//! only full-size product is the final scaling.
+//! into the per-group scale in the same round as the normalisation; the
+//! centred input is multiplied by that scale while the series of the inverse
+//! square root runs, and by the series' result last.
 
 use super::recip::InversePower;
 use crate::mpc::arith::{self, AShare};
@@ -75,8 +76,13 @@ impl GroupNorm {
         // γ_c · rsqrt(var_(b,g)) for every (b, c): `per` channels per group.
         let per = self.channels / self.groups;
         let gammas = AShare::concat(&vec![gamma; self.batch]);
-        let scale = self.rsqrt.eval(ctx, &v, Some((&gammas, per)))?;
-        let y = arith::mul_fx(ctx, &d, &scale.repeat_each(self.hw))?;
+        let nrm = self.rsqrt.normalize(ctx, &v, Some((&gammas, per)))?;
+        // While the series runs, scale the centred input by γ·2^(-E/2).
+        let (g, dy) = ctx.join(
+            |c| self.rsqrt.series(c, &nrm.t),
+            |c| arith::mul_fx(c, &d, &nrm.scaled.repeat_each(self.hw)),
+        )?;
+        let y = arith::mul_fx(ctx, &dy, &g.repeat_each(per * self.hw))?;
         let betas = AShare::concat(&vec![beta; self.batch]).repeat_each(self.hw);
         Ok(y.add(&betas))
     }
@@ -133,8 +139,8 @@ mod tests {
                 "group {grp} (var {var}): relative error {worst} > {bound}"
             );
         }
-        // mean 1 + squares 2 + rsqrt (msb 8 at k = 40, B2A 2, scale 2,
-        // basis 6, combine 1, final 2) + affine 2.
-        assert_eq!(out[0].1, 1 + 2 + (8 + 2 + 2 + 6 + 1 + 2) + 2);
+        // mean 1 + squares 2 + normalise (msb 8 at k = 40, B2A 2, scale 2)
+        // + series (basis 6, combine 1) beside d·scale (2) + final 2.
+        assert_eq!(out[0].1, 1 + 2 + (8 + 2 + 2) + (6 + 1) + 2);
     }
 }

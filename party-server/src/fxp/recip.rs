@@ -36,6 +36,18 @@ pub struct InversePower {
     out_factor: f64,
 }
 
+/// An input normalised for the series, see [`InversePower::normalize`].
+pub struct Normalized {
+    /// `c` mapped to `[-1, 1]`.
+    pub t: AShare,
+    /// `2^(-pE)` (times `y` when given), one entry per `y` entry.
+    pub scaled: AShare,
+    /// Fraction bits of `scaled`.
+    pub scaled_frac_bits: u32,
+    /// Entries of `scaled` per input.
+    pub per: usize,
+}
+
 /// Significant bits wanted in the smallest normalising constant.
 const CONSTANT_BITS: i32 = 14;
 /// Cap on the extra fraction bits of the normalising constants: each extra
@@ -131,6 +143,32 @@ impl InversePower {
         x: &AShare,
         times: Option<(&AShare, usize)>,
     ) -> Result<AShare> {
+        let nrm = self.normalize(ctx, x, times)?;
+        let g = self.series(ctx, &nrm.t)?;
+        arith::mul_trunc(
+            ctx,
+            &g.repeat_each(nrm.per),
+            &nrm.scaled,
+            nrm.scaled_frac_bits,
+        )
+    }
+
+    /// `c^-p` from the mapped normalised input: the Chebyshev series.
+    pub fn series(&self, ctx: &mut Ctx, t: &AShare) -> Result<AShare> {
+        let basis = poly::chebyshev_basis(ctx, t, self.series.degree())?;
+        poly::combine(ctx, &basis, &self.series.coeffs)
+    }
+
+    /// The first half of [`eval`](Self::eval): comparisons, the mapped
+    /// normalised input, and the output scale (times `y`).  The result is
+    /// `series(t)` (repeated `per` times) times `scaled`; callers may
+    /// multiply more into `scaled` while the series runs.
+    pub fn normalize(
+        &self,
+        ctx: &mut Ctx,
+        x: &AShare,
+        times: Option<(&AShare, usize)>,
+    ) -> Result<Normalized> {
         let fx = ctx.fx();
         let n = x.len();
         // Bits [x ≥ 2^j] for j = lo+1 .. hi-1, all in one comparison call.
@@ -182,12 +220,13 @@ impl InversePower {
             }
             None => (arith::mul_trunc(ctx, x, &to_t, d)?, out, 1),
         };
-        let t = t.add_public_scalar(ctx, fx.encode(map_offset).expect("offset"));
-        let basis = poly::chebyshev_basis(ctx, &t, self.series.degree())?;
-        let g = poly::combine(ctx, &basis, &self.series.coeffs)?;
-        // `out` still has the extra bits when no `y` absorbed them.
-        let d = if times.is_some() { fx.frac_bits() } else { d };
-        arith::mul_trunc(ctx, &g.repeat_each(per), &out, d)
+        Ok(Normalized {
+            t: t.add_public_scalar(ctx, fx.encode(map_offset).expect("offset")),
+            scaled: out,
+            // `out` still has the extra bits when no `y` absorbed them.
+            scaled_frac_bits: if times.is_some() { fx.frac_bits() } else { d },
+            per,
+        })
     }
 }
 

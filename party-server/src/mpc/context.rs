@@ -41,6 +41,21 @@ pub struct Ctx {
     prg_next: Prg,
     stats: CommStats,
     fx: FixedPoint,
+    /// Identifies this context's logical link (0 at the root).
+    tag: u64,
+    /// Forks made so far: numbers the children's tags.
+    forks: u64,
+}
+
+/// A child tag: a fixed mix of the parent's tag, its fork count and the
+/// branch, identical on all parties (they fork in the same program order).
+fn child_tag(parent: u64, fork: u64, branch: u64) -> u64 {
+    let mut z = parent
+        ^ fork.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ (branch + 1).wrapping_mul(0xd1b5_4a32_d192_ed03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) | 1
 }
 
 impl Ctx {
@@ -79,7 +94,55 @@ impl Ctx {
                 rounds: 1,
             },
             fx,
+            tag: 0,
+            forks: 0,
         })
+    }
+
+    /// A context for a sub-protocol running beside others: its own logical
+    /// link and its own PRG streams (seeded from this context's streams, so
+    /// the parties' pairs stay in lockstep), counters from zero.
+    fn child(&mut self, branch: u64) -> Result<Ctx, TransportError> {
+        let tag = child_tag(self.tag, self.forks, branch);
+        let mut prev_seed = [0u8; 16];
+        let mut next_seed = [0u8; 16];
+        self.prg_prev.fill_bytes(&mut prev_seed);
+        self.prg_next.fill_bytes(&mut next_seed);
+        Ok(Ctx {
+            party: self.party,
+            transport: self.transport.substream(tag)?,
+            prg_prev: Prg::new(Seed(prev_seed)),
+            prg_next: Prg::new(Seed(next_seed)),
+            stats: CommStats::default(),
+            fx: self.fx,
+            tag,
+            forks: 0,
+        })
+    }
+
+    /// Runs two independent sub-protocols concurrently (parallel
+    /// composition): their rounds overlap, so the pair costs the rounds of
+    /// the longer one; bytes add up.
+    pub fn join<A, B, FA, FB>(&mut self, fa: FA, fb: FB) -> super::Result<(A, B)>
+    where
+        A: Send,
+        B: Send,
+        FA: FnOnce(&mut Ctx) -> super::Result<A> + Send,
+        FB: FnOnce(&mut Ctx) -> super::Result<B> + Send,
+    {
+        let mut ca = self.child(0)?;
+        let mut cb = self.child(1)?;
+        self.forks += 1;
+        let (ra, rb) = std::thread::scope(|s| {
+            let hb = s.spawn(|| fb(&mut cb));
+            let ra = fa(&mut ca);
+            (ra, hb.join().expect("sub-protocol thread panicked"))
+        });
+        let (sa, sb) = (ca.stats, cb.stats);
+        self.stats.bytes_sent += sa.bytes_sent + sb.bytes_sent;
+        self.stats.messages_sent += sa.messages_sent + sb.messages_sent;
+        self.stats.rounds += sa.rounds.max(sb.rounds);
+        Ok((ra?, rb?))
     }
 
     pub fn party(&self) -> Party {

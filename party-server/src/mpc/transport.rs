@@ -5,7 +5,9 @@
 //! vectors of 64-bit words: ring elements, or bit-packed boolean shares; the
 //! network transport serialises them little-endian.
 
+use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
 
 /// A neighbour of this party on the ring `P0 → P1 → P2 → P0`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,33 +29,75 @@ pub enum TransportError {
 pub trait Transport: Send {
     fn send(&mut self, to: Dir, msg: Vec<u64>) -> Result<(), TransportError>;
     fn recv(&mut self, from: Dir) -> Result<Vec<u64>, TransportError>;
+    /// Another logical link to the same neighbours whose messages never mix
+    /// with this one's, so that independent sub-protocols can run
+    /// concurrently.  All parties must use the same `tag` for the same
+    /// sub-protocol.
+    fn substream(&mut self, tag: u64) -> Result<Box<dyn Transport>, TransportError>;
+}
+
+type Msg = Vec<u64>;
+
+/// One direction of one logical link: the sending and receiving halves are
+/// each taken once, by the handles of the two parties, so the registry keeps
+/// no sender alive and a departed party shows as a disconnect.
+#[derive(Default)]
+struct Slot {
+    tx: Option<Sender<Msg>>,
+    rx: Option<Receiver<Msg>>,
+}
+
+/// Channels of all logical links of the three in-process parties.
+#[derive(Default)]
+struct Registry {
+    slots: Mutex<HashMap<(usize, usize, u64), Slot>>,
+}
+
+impl Registry {
+    fn slot<T>(&self, key: (usize, usize, u64), take: impl FnOnce(&mut Slot) -> Option<T>) -> T {
+        let mut slots = self.slots.lock().expect("registry lock");
+        let slot = slots.entry(key).or_insert_with(|| {
+            let (tx, rx) = channel();
+            Slot {
+                tx: Some(tx),
+                rx: Some(rx),
+            }
+        });
+        let got = take(slot).expect("each half of a link is taken once");
+        if slot.tx.is_none() && slot.rx.is_none() {
+            slots.remove(&key);
+        }
+        got
+    }
 }
 
 /// In-memory transport: three parties as threads of one process.
 pub struct MemTransport {
-    to_next: Sender<Vec<u64>>,
-    to_prev: Sender<Vec<u64>>,
-    from_next: Receiver<Vec<u64>>,
-    from_prev: Receiver<Vec<u64>>,
+    me: usize,
+    registry: Arc<Registry>,
+    to_next: Sender<Msg>,
+    to_prev: Sender<Msg>,
+    from_next: Receiver<Msg>,
+    from_prev: Receiver<Msg>,
 }
 
 impl MemTransport {
+    fn open(me: usize, tag: u64, registry: Arc<Registry>) -> Self {
+        let (next, prev) = ((me + 1) % 3, (me + 2) % 3);
+        MemTransport {
+            me,
+            to_next: registry.slot((me, next, tag), |s| s.tx.take()),
+            to_prev: registry.slot((me, prev, tag), |s| s.tx.take()),
+            from_next: registry.slot((next, me, tag), |s| s.rx.take()),
+            from_prev: registry.slot((prev, me, tag), |s| s.rx.take()),
+            registry,
+        }
+    }
+
     /// Links for P0, P1, P2, in that order.
     pub fn triple() -> [MemTransport; 3] {
-        // fwd[i]: P_i → P_{i+1};  bwd[i]: P_{i+1} → P_i.
-        let (fwd_tx, fwd_rx): (Vec<_>, Vec<_>) = (0..3).map(|_| channel()).unzip();
-        let (bwd_tx, bwd_rx): (Vec<_>, Vec<_>) = (0..3).map(|_| channel()).unzip();
-        let mut fwd_rx: Vec<Option<Receiver<Vec<u64>>>> = fwd_rx.into_iter().map(Some).collect();
-        let mut bwd_rx: Vec<Option<Receiver<Vec<u64>>>> = bwd_rx.into_iter().map(Some).collect();
-        std::array::from_fn(|i| {
-            let prev = (i + 2) % 3;
-            MemTransport {
-                to_next: fwd_tx[i].clone(),
-                to_prev: bwd_tx[prev].clone(),
-                from_next: bwd_rx[i].take().expect("taken once"),
-                from_prev: fwd_rx[prev].take().expect("taken once"),
-            }
-        })
+        let registry = Arc::new(Registry::default());
+        std::array::from_fn(|i| MemTransport::open(i, 0, registry.clone()))
     }
 }
 
@@ -73,6 +117,14 @@ impl Transport for MemTransport {
         };
         rx.recv().map_err(|_| TransportError::Disconnected(from))
     }
+
+    fn substream(&mut self, tag: u64) -> Result<Box<dyn Transport>, TransportError> {
+        Ok(Box::new(MemTransport::open(
+            self.me,
+            tag,
+            self.registry.clone(),
+        )))
+    }
 }
 
 #[cfg(test)]
@@ -91,6 +143,17 @@ mod tests {
             assert_eq!(t[i as usize].recv(Dir::Prev).unwrap(), vec![prev]);
             assert_eq!(t[i as usize].recv(Dir::Next).unwrap(), vec![10 + next]);
         }
+    }
+
+    #[test]
+    fn substreams_do_not_mix() {
+        let mut t = MemTransport::triple();
+        let mut s: Vec<Box<dyn Transport>> =
+            t.iter_mut().map(|x| x.substream(7).unwrap()).collect();
+        s[0].send(Dir::Next, vec![1]).unwrap();
+        t[0].send(Dir::Next, vec![2]).unwrap();
+        assert_eq!(t[1].recv(Dir::Prev).unwrap(), vec![2]);
+        assert_eq!(s[1].recv(Dir::Prev).unwrap(), vec![1]);
     }
 
     #[test]
