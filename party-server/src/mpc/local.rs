@@ -122,3 +122,47 @@ pub fn thread_cpu_seconds() -> f64 {
     assert_eq!(rc, 0, "CLOCK_THREAD_CPUTIME_ID unavailable");
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mpc::arith;
+
+    #[test]
+    fn join_overlaps_rounds_adds_bytes_and_computes_both() {
+        let x: Vec<u64> = (1..=50).collect();
+        let sx = deal(&x, 1);
+        let out = run(FixedPoint::default(), Some(3), |ctx| {
+            let xi = &sx[ctx.index()];
+            let before = ctx.stats();
+            let (sq, cube) = ctx
+                .join(
+                    |c| arith::mul(c, xi, xi),
+                    |c| {
+                        let sq = arith::mul(c, xi, xi)?;
+                        arith::mul(c, &sq, xi)
+                    },
+                )
+                .unwrap();
+            // A later protocol on the parent still works after the fork.
+            let four = arith::mul(ctx, &sq, &sq).unwrap();
+            (sq, cube, four, ctx.stats() - before)
+        });
+        let sq = open(&out.clone().map(|o| o.0));
+        let cube = open(&out.clone().map(|o| o.1));
+        let four = open(&out.clone().map(|o| o.2));
+        for (j, v) in x.iter().enumerate() {
+            assert_eq!(sq[j], v * v);
+            assert_eq!(cube[j], v * v * v);
+            assert_eq!(four[j], v * v * v * v);
+        }
+        for o in &out {
+            assert_eq!(o.3.rounds, 2 + 1, "branches overlap: max(1, 2), then 1");
+            assert_eq!(
+                o.3.bytes_sent,
+                8 * 50 * 4,
+                "three products in the join, one after"
+            );
+        }
+    }
+}
