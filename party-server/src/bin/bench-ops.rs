@@ -1,7 +1,9 @@
 //! Per-protocol costs of the MPC engine: three in-process parties (threads
 //! linked in memory), release mode.  For every op: wall time, CPU time per
 //! party, bytes sent (max per party and total), rounds, and the max abs error
-//! against an f64 reference over the op's domain.
+//! against an f64 reference over the op's domain.  Per-party CPU is the
+//! party's own thread; "cpu s all" is the whole process (GEMM worker
+//! threads and concurrent sub-protocols included).
 //!
 //! `cargo run --release --bin bench-ops -- [--json] [--quick] [--only OP]`
 
@@ -44,6 +46,7 @@ struct Row {
     k: Option<u32>,
     seconds: f64,
     cpu_seconds: [f64; 3],
+    cpu_total: f64,
     bytes_per_party: u64,
     bytes_total: u64,
     rounds: u64,
@@ -55,12 +58,14 @@ struct Measured<T> {
     out: [T; 3],
     seconds: f64,
     cpu: [f64; 3],
+    cpu_total: f64,
     bytes: [u64; 3],
     rounds: u64,
 }
 
 fn measure<T: Send>(fx: FixedPoint, f: impl Fn(&mut Ctx) -> T + Sync) -> Measured<T> {
     let barrier = Barrier::new(3);
+    let cpu0 = local::process_cpu_seconds();
     let res = local::run(fx, None, |ctx| {
         barrier.wait();
         let (t0, c0, s0) = (Instant::now(), local::thread_cpu_seconds(), ctx.stats());
@@ -73,6 +78,7 @@ fn measure<T: Send>(fx: FixedPoint, f: impl Fn(&mut Ctx) -> T + Sync) -> Measure
             st,
         )
     });
+    let cpu_total = local::process_cpu_seconds() - cpu0;
     let seconds = res.iter().map(|r| r.1).fold(0.0, f64::max);
     let cpu = std::array::from_fn(|i| res[i].2);
     let bytes = std::array::from_fn(|i| res[i].3.bytes_sent);
@@ -81,6 +87,7 @@ fn measure<T: Send>(fx: FixedPoint, f: impl Fn(&mut Ctx) -> T + Sync) -> Measure
         out: res.map(|r| r.0),
         seconds,
         cpu,
+        cpu_total,
         bytes,
         rounds,
     }
@@ -101,6 +108,7 @@ fn row<T>(
         k,
         seconds: m.seconds,
         cpu_seconds: m.cpu,
+        cpu_total: m.cpu_total,
         bytes_per_party: *m.bytes.iter().max().unwrap_or(&0),
         bytes_total: m.bytes.iter().sum(),
         rounds: m.rounds,
@@ -473,7 +481,7 @@ fn main() {
         for r in &bench.rows {
             let v = serde_json::json!({
                 "op": r.op, "variant": r.variant, "n": r.n, "k": r.k, "seconds": r.seconds,
-                "cpu_seconds_per_party": r.cpu_seconds, "bytes_per_party": r.bytes_per_party,
+                "cpu_seconds_per_party": r.cpu_seconds, "cpu_seconds_process": r.cpu_total, "bytes_per_party": r.bytes_per_party,
                 "bytes_total": r.bytes_total, "rounds": r.rounds, "max_abs_err": r.max_abs_err,
             });
             println!("{v}");
@@ -491,13 +499,14 @@ fn main() {
         fx.frac_bits()
     );
     println!(
-        "{:<26} {:<14} {:>7} {:>4} {:>9} {:>20} {:>10} {:>9} {:>7} {:>10}",
+        "{:<26} {:<14} {:>7} {:>4} {:>9} {:>20} {:>9} {:>10} {:>9} {:>7} {:>10}",
         "op",
         "variant",
         "n",
         "k",
         "wall s",
         "cpu s P0/P1/P2",
+        "cpu s all",
         "B/elem tot",
         "B/party",
         "rounds",
@@ -505,7 +514,7 @@ fn main() {
     );
     for r in &bench.rows {
         println!(
-            "{:<26} {:<14} {:>7} {:>4} {:>9.4} {:>20} {:>10.1} {:>9} {:>7} {:>10.2e}",
+            "{:<26} {:<14} {:>7} {:>4} {:>9.4} {:>20} {:>9.3} {:>10.1} {:>9} {:>7} {:>10.2e}",
             r.op,
             r.variant,
             r.n,
@@ -515,6 +524,7 @@ fn main() {
                 "{:.3}/{:.3}/{:.3}",
                 r.cpu_seconds[0], r.cpu_seconds[1], r.cpu_seconds[2]
             ),
+            r.cpu_total,
             r.bytes_total as f64 / r.n as f64,
             r.bytes_per_party,
             r.rounds,
