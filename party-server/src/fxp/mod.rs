@@ -1,6 +1,7 @@
 //! Fixed-point approximations of the non-linear functions, on shares.
 //! Built on [`crate::mpc`]; knows nothing of layers.
 
+pub mod activation;
 pub mod exp;
 pub mod norm;
 pub mod poly;
