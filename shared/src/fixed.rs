@@ -21,8 +21,14 @@ const RING_MAGNITUDE_LIMIT: f64 = (1u64 << 62) as f64;
 pub enum FixedPointError {
     #[error("fraction bits {0} outside the supported range 8..=40")]
     FracBits(u32),
-    #[error("value {value} is outside the fixed-point range ±{limit:e} for {frac_bits} fraction bits")]
-    OutOfRange { value: f64, limit: f64, frac_bits: u32 },
+    #[error(
+        "value {value} is outside the fixed-point range ±{limit:e} for {frac_bits} fraction bits"
+    )]
+    OutOfRange {
+        value: f64,
+        limit: f64,
+        frac_bits: u32,
+    },
     #[error("value is not a finite number: {0}")]
     NotFinite(f64),
 }

@@ -99,7 +99,11 @@ pub fn reconstruct(a: &PartyShares, b: &PartyShares) -> Result<Vec<u64>, ShareEr
     if a.len() != b.len() {
         return Err(ShareError::LengthMismatch(a.len(), b.len()));
     }
-    let comp = |c: usize| a.component(c).or_else(|| b.component(c)).expect("two parties hold all components");
+    let comp = |c: usize| {
+        a.component(c)
+            .or_else(|| b.component(c))
+            .expect("two parties hold all components")
+    };
     let shared = (0..3)
         .find(|&c| a.component(c).is_some() && b.component(c).is_some())
         .expect("two distinct parties overlap in one component");
@@ -247,13 +251,19 @@ mod tests {
     fn detects_bad_reconstructions() {
         let mut rng = StdRng::seed_from_u64(2);
         let s = share(&[1, 2, 3], &mut rng);
-        assert_eq!(reconstruct(&s[1], &s[1]), Err(ShareError::SameParty(s[1].party)));
+        assert_eq!(
+            reconstruct(&s[1], &s[1]),
+            Err(ShareError::SameParty(s[1].party))
+        );
         let mut bad = s[1].clone();
         bad.own[0] ^= 1; // P1's own is x_1, which P0 also holds
         assert_eq!(reconstruct(&s[0], &bad), Err(ShareError::Inconsistent));
         let mut short = s[2].clone();
         short.own.pop();
-        assert!(matches!(reconstruct(&s[0], &short), Err(ShareError::LengthMismatch(..))));
+        assert!(matches!(
+            reconstruct(&s[0], &short),
+            Err(ShareError::LengthMismatch(..))
+        ));
     }
 
     #[test]
@@ -261,7 +271,13 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(3);
         let mut b = share_seeded(&[5, 6, 7], &mut rng)[1].clone();
         b.len = 4;
-        assert_eq!(b.expand(), Err(ShareError::BundleLength { got: 3, declared: 4 }));
+        assert_eq!(
+            b.expand(),
+            Err(ShareError::BundleLength {
+                got: 3,
+                declared: 4
+            })
+        );
     }
 
     #[test]
