@@ -391,4 +391,43 @@ mod tests {
         assert_eq!(asked.len(), SamplerKind::Ddpm.noise_tensors_needed(&s));
         assert_eq!(asked, (0..999).collect::<Vec<_>>());
     }
+
+    #[test]
+    fn oracle_denoiser_recovers_the_data_point() {
+        // With the exact ε for a single data point x0*, DDIM (and DDPM's mean) land on x0*.
+        let s = Schedule::default_linear();
+        let target = [0.5f32, -0.25, 0.9, -1.0];
+        let ab = s.alphas_cumprod.clone();
+        let mut oracle = |be: &mut CpuBackend, x: &CpuTensor, tt: usize| {
+            let (a, b) = (ab[tt].sqrt() as f32, (1.0 - ab[tt]).sqrt() as f32);
+            let x0 = be.from_public(&target, &[4])?;
+            be.lincomb(1.0 / b, x, -a / b, &x0)
+        };
+        let mut be = CpuBackend::with_weights(HashMap::new());
+        let x_t = t(&[0.3, -1.1, 2.0, 0.7]);
+        for kind in [
+            SamplerKind::Ddim { steps: 50 },
+            SamplerKind::Ddim { steps: 7 },
+            SamplerKind::Ddpm,
+        ] {
+            let mut zero_noise = |be: &mut CpuBackend, _k: usize| be.from_public(&[0.0; 4], &[4]);
+            let y = sample_with(
+                &mut be,
+                &s,
+                kind,
+                &x_t,
+                &mut oracle,
+                &mut zero_noise,
+                &mut |_, _| {},
+            )
+            .unwrap();
+            for i in 0..4 {
+                assert!(
+                    (y.data[i] - target[i]).abs() < 2e-3,
+                    "{kind:?}: {:?}",
+                    y.data
+                );
+            }
+        }
+    }
 }

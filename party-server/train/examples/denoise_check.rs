@@ -1,0 +1,49 @@
+//! Per-timestep ε-prediction MSE of a model on test images (f32 back end):
+//! `cargo run --release -p train --example denoise_check -- MODEL_DIR [N]`.
+use party_server::model::{Backend, SplitMix64, load_cpu_model, one_hot};
+use party_server::sampler::Schedule;
+
+fn main() {
+    let dir = std::env::args().nth(1).expect("model dir");
+    let n: usize = std::env::args()
+        .nth(2)
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(20);
+    let (net, mut be) = load_cpu_model(&dir).unwrap();
+    let cfg = net.config().clone();
+    let ds = train::data::load(&train::data::dataset_dir(None, "mnist"), false).unwrap();
+    let ds = match &cfg.class_labels {
+        Some(l) => ds.filter_labels(l),
+        None => ds,
+    };
+    let s = Schedule::default_linear();
+    let mut r = SplitMix64(5);
+    for t in [10usize, 100, 300, 500, 700, 900, 990] {
+        let (a, b) = s.q_coeffs(t);
+        let mut x = Vec::new();
+        let mut e = Vec::new();
+        let mut lab = Vec::new();
+        for i in 0..n {
+            for &p in ds.image(i) {
+                let z = r.normal() as f32;
+                e.push(z);
+                x.push(a as f32 * p + b as f32 * z);
+            }
+            lab.push(ds.labels[i] as usize);
+        }
+        let xt = be.from_public(&x, &[n, 1, 28, 28]).unwrap();
+        let k = cfg.num_classes.unwrap_or(1);
+        let c = be.from_public(&one_hot(&lab, k), &[n, k]).unwrap();
+        let y = net
+            .forward(&mut be, &xt, &vec![t as f32; n], Some(&c))
+            .unwrap();
+        let mse: f32 = y
+            .data
+            .iter()
+            .zip(&e)
+            .map(|(p, q)| (p - q) * (p - q))
+            .sum::<f32>()
+            / e.len() as f32;
+        println!("t={t:4} eps-mse {mse:.4}");
+    }
+}
