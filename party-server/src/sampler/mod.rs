@@ -421,12 +421,8 @@ mod tests {
                 &mut |_, _| {},
             )
             .unwrap();
-            for i in 0..4 {
-                assert!(
-                    (y.data[i] - target[i]).abs() < 2e-3,
-                    "{kind:?}: {:?}",
-                    y.data
-                );
+            for (got, want) in y.data.iter().zip(&target) {
+                assert!((got - want).abs() < 2e-3, "{kind:?}: {:?}", y.data);
             }
         }
     }
