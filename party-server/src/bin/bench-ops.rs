@@ -9,6 +9,7 @@
 
 use clap::Parser;
 use party_server::fxp::Variant;
+use party_server::fxp::activation::{self, Activation};
 use party_server::fxp::exp::{self, ExpCoefficients};
 use party_server::fxp::norm::GroupNorm;
 use party_server::fxp::recip::InversePower;
@@ -324,6 +325,29 @@ impl Bench {
                     (-14.0, 0.0),
                     f64::exp,
                     |ctx, x| exp::exp_chebyshev(ctx, x, &series, 32).unwrap(),
+                );
+            }
+        }
+        for act in Activation::ALL {
+            if !want(act.name()) {
+                continue;
+            }
+            for (variant, label, k) in [
+                (
+                    Variant::Baseline,
+                    "baseline",
+                    activation::BASELINE_RING_BITS,
+                ),
+                (Variant::CipherDm, "cipherdm", activation::COMPARE_RING_BITS),
+            ] {
+                let model = act.model(variant);
+                self.unary(
+                    &format!("{} [-8,8]", act.name()),
+                    label,
+                    Some(k),
+                    (-8.0, 8.0),
+                    |x| act.exact(x),
+                    |ctx, x| model.eval(ctx, x).unwrap(),
                 );
             }
         }
