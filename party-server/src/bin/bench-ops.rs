@@ -17,6 +17,7 @@ use party_server::fxp::softmax::{Softmax, SoftmaxConfig};
 use party_server::gemm::Gemm;
 use party_server::mpc::arith::{self, AShare, MatShape};
 use party_server::mpc::bits::{plane_bits, words_for};
+use party_server::mpc::conv::{Conv2dShape, conv2d_fx};
 use party_server::mpc::local::{self, deal, deal_bits, open, open_bits};
 use party_server::mpc::{BShare, Ctx, compare};
 use shared::FixedPoint;
@@ -215,6 +216,54 @@ impl Bench {
                 &format!("matmul {mm}x{kk}x{nn}"),
                 "-",
                 mm * nn,
+                None,
+                &m,
+                err,
+            ));
+        }
+        if want("conv2d") {
+            let c = if self.quick { 8 } else { 64 };
+            let s = Conv2dShape {
+                batch: 1,
+                c_in: c,
+                height: 28,
+                width: 28,
+                c_out: c,
+                kernel: 3,
+                stride: 1,
+                padding: 1,
+            };
+            let xs = domain(c * 28 * 28, -1.0, 1.0);
+            let ws = domain(c * c * 9, -0.2, 0.2);
+            let (sx, sw) = (deal(&self.enc(&xs), 12), deal(&self.enc(&ws), 13));
+            let m = measure(fx, |ctx| {
+                conv2d_fx(ctx, &sx[ctx.index()], &sw[ctx.index()], None, s).unwrap()
+            });
+            let got = self.dec(&open(&m.out));
+            let (qx, qw) = (self.q(&xs), self.q(&ws));
+            let reference = (0..got.len()).map(|o| {
+                let (co, p) = (o / 784, o % 784);
+                let (oy, ox) = (p / 28, p % 28);
+                let mut acc = 0.0;
+                for ci in 0..c {
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            let (iy, ix) =
+                                (oy as isize + ky as isize - 1, ox as isize + kx as isize - 1);
+                            if (0..28).contains(&iy) && (0..28).contains(&ix) {
+                                acc += qx[ci * 784 + iy as usize * 28 + ix as usize]
+                                    * qw[((co * c + ci) * 3 + ky) * 3 + kx];
+                            }
+                        }
+                    }
+                }
+                acc
+            });
+            let err = max_err(&got, reference);
+            self.rows.push(row(
+                &format!("conv2d {c}->{c} 28x28 3x3"),
+                "-",
+                got.len(),
                 None,
                 &m,
                 err,

@@ -4,7 +4,10 @@
 //!
 //! * [`transport`] — links to the two neighbours; in-memory implementation.
 //! * [`context`] — a party's session state, correlated randomness, counters.
-//! * [`arith`] — arithmetic shares: local ops, multiplication, truncation.
+//! * [`arith`] — arithmetic shares: local ops, multiplication, truncation,
+//!   matrix products on the ring GEMM.
+//! * [`conv`] — 2-D convolution by im2col.
+//! * [`max`] — row-wise maximum.
 //! * [`bits`] — bit-packed boolean shares and AND.
 //! * [`compare`] — most significant bit (A2B with a carry tree), B2A,
 //!   bit injection, ReLU and select.
@@ -14,6 +17,7 @@ pub mod arith;
 pub mod bits;
 pub mod compare;
 pub mod context;
+pub mod conv;
 pub mod local;
 pub mod max;
 pub mod transport;
