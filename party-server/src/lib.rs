@@ -1,6 +1,7 @@
 //! The three-party secure computation engine and the party server.
 pub mod fxp;
 pub mod mpc;
+pub mod nn;
 
 pub mod gemm;
 pub mod model;

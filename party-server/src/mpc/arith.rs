@@ -339,20 +339,36 @@ pub struct MatShape {
 /// `X_i·(Y_i + Y_{i+1}) + X_{i+1}·Y_i`: two ring GEMMs.  2 rounds, three
 /// words per output element in total.
 pub fn matmul_fx(ctx: &mut Ctx, x: &AShare, y: &AShare, s: MatShape) -> Result<AShare> {
-    assert_eq!(x.len(), s.m * s.k, "X is not m×k");
-    assert_eq!(y.len(), s.k * s.n, "Y is not k×n");
+    matmul_batched_fx(ctx, x, y, s, 1)
+}
+
+/// `batches` independent products of the same shape (operands stored one
+/// after another), sharing one resharing: still 2 rounds.
+pub fn matmul_batched_fx(
+    ctx: &mut Ctx,
+    x: &AShare,
+    y: &AShare,
+    s: MatShape,
+    batches: usize,
+) -> Result<AShare> {
+    let (xl, yl, tl) = (s.m * s.k, s.k * s.n, s.m * s.n);
+    assert_eq!(x.len(), batches * xl, "X is not batches × m×k");
+    assert_eq!(y.len(), batches * yl, "Y is not batches × k×n");
     let y_sum = zip_map(&y.a, &y.b, u64::wrapping_add);
-    let mut t = vec![0u64; s.m * s.n];
+    let mut t = vec![0u64; batches * tl];
     let gemm = crate::gemm::Gemm {
         b_transposed: s.y_transposed,
         ..Default::default()
     };
-    gemm.run(s.m, s.k, s.n, &x.a, &y_sum, &mut t);
-    crate::gemm::Gemm {
+    let acc = crate::gemm::Gemm {
         accumulate: true,
         ..gemm
+    };
+    for i in 0..batches {
+        let (xs, ys, ts) = (i * xl..(i + 1) * xl, i * yl..(i + 1) * yl, i * tl..(i + 1) * tl);
+        gemm.run(s.m, s.k, s.n, &x.a[xs.clone()], &y_sum[ys.clone()], &mut t[ts.clone()]);
+        acc.run(s.m, s.k, s.n, &x.b[xs], &y.a[ys], &mut t[ts]);
     }
-    .run(s.m, s.k, s.n, &x.b, &y.a, &mut t);
     let d = ctx.frac_bits();
     reshare_trunc(ctx, t, d)
 }

@@ -1,0 +1,8 @@
+//! The secure back end: the U-Net's layers on secret shares, implementing
+//! [`crate::model::Backend`] with the protocols of [`crate::mpc`] and
+//! [`crate::fxp`].  Knows tensors and layers; knows nothing of sockets.
+
+pub mod layout;
+pub mod secure;
+
+pub use secure::{OpProfile, SecureBackend, SecureConfig, SecureTensor};
