@@ -212,7 +212,12 @@ fn run() -> Result<(), String> {
             st.wall_seconds = wall0 + started.elapsed().as_secs_f64();
             save(&run_dir, &vars, &ema, &opt, &st)?;
             if let Some(out) = &out_dir {
-                export(out, &cfg, &ema, &st, nparams, &cfg_path)?;
+                let recipe = serde_json::json!({
+                    "lr": lr, "batch": batch, "seed": seed, "weight_decay": wd,
+                    "ema": ema_decay, "ema_start": ema_start, "dataset": dataset_name,
+                    "threads": std::env::var("RAYON_NUM_THREADS").ok(),
+                });
+                export(out, &cfg, &ema, &st, nparams, &cfg_path, recipe)?;
             }
         }
     }
@@ -257,6 +262,7 @@ fn export(
     st: &State,
     nparams: usize,
     cfg_path: &str,
+    recipe: serde_json::Value,
 ) -> Result<(), String> {
     std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
     let tmp = out.join("model.safetensors.tmp");
@@ -271,6 +277,7 @@ fn export(
         "wall_seconds": st.wall_seconds,
         "parameters": nparams,
         "weights": "EMA",
+        "last_invocation": recipe,
     });
     std::fs::write(
         out.join("train_state.json"),
