@@ -1,0 +1,364 @@
+//! Secure sampling benchmark: three in-process parties run a whole DDIM or
+//! DDPM loop of a trained U-Net on secret shares (weights dealt by the model
+//! owner, class and noise dealt by the client), and the result is compared
+//! with the f32 sampler on the same noise and class.
+//!
+//! `cargo run --release --bin bench-sample -- --model cipherdm-tiny-silu --sampler ddim --steps 50 --variant cipherdm --json`
+
+use clap::{Parser, ValueEnum};
+use party_server::fxp::Variant;
+use party_server::model::weights::load_safetensors;
+use party_server::model::{Backend, CpuBackend, CpuTensor, SplitMix64, UNet, UNetConfig, one_hot};
+use party_server::mpc::AShare;
+use party_server::mpc::local::{self, deal, open};
+use party_server::nn::{OpProfile, SecureBackend, SecureConfig, SecureTensor};
+use party_server::sampler::{self, SamplerKind, Schedule};
+use shared::FixedPoint;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Barrier;
+use std::time::Instant;
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum VariantArg {
+    Baseline,
+    Cipherdm,
+    /// Both, side by side, with the ratio.
+    Both,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SamplerArg {
+    Ddim,
+    Ddpm,
+}
+
+#[derive(Parser)]
+#[command(about = "Time, bytes, rounds and accuracy of secure sampling")]
+struct Args {
+    /// Model name (a directory under --models) or a path to a model directory.
+    #[arg(long, default_value = "cipherdm-tiny-silu")]
+    model: String,
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/models"))]
+    models: PathBuf,
+    #[arg(long, value_enum, default_value = "ddim")]
+    sampler: SamplerArg,
+    /// DDIM steps (DDPM always runs all T steps).
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    #[arg(long, value_enum, default_value = "cipherdm")]
+    variant: VariantArg,
+    /// Images per request (they share every layer's rounds).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Class index (into the model's classes); default: image i gets class i mod classes.
+    #[arg(long)]
+    class: Option<usize>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// One JSON object per variant.
+    #[arg(long)]
+    json: bool,
+    /// Print time, bytes and rounds per layer kind.
+    #[arg(long)]
+    profile: bool,
+}
+
+struct Inputs {
+    x_t: Vec<f32>,
+    onehot: Option<Vec<f32>>,
+    noise: Vec<Vec<f32>>,
+}
+
+struct SecureRun {
+    sample: Vec<f32>,
+    first_eps: Vec<f32>,
+    seconds: f64,
+    cpu: [f64; 3],
+    cpu_process: f64,
+    bytes: [u64; 3],
+    rounds: u64,
+    profile: BTreeMap<&'static str, OpProfile>,
+}
+
+fn fail(msg: impl std::fmt::Display) -> ! {
+    eprintln!("error: {msg}");
+    std::process::exit(1)
+}
+
+fn kind(args: &Args) -> SamplerKind {
+    match args.sampler {
+        SamplerArg::Ddim => SamplerKind::Ddim { steps: args.steps },
+        SamplerArg::Ddpm => SamplerKind::Ddpm,
+    }
+}
+
+/// The f32 reference; also returns its first ε prediction.
+fn plaintext(
+    cfg: &UNetConfig,
+    weights: &HashMap<String, CpuTensor>,
+    args: &Args,
+    inp: &Inputs,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut be = CpuBackend::with_weights(weights.clone());
+    let net = UNet::new(cfg, &mut be).unwrap_or_else(|e| fail(e));
+    let n = args.batch;
+    let x = be
+        .from_public(
+            &inp.x_t,
+            &[n, cfg.in_channels, cfg.image_size, cfg.image_size],
+        )
+        .unwrap();
+    let c = inp
+        .onehot
+        .as_ref()
+        .map(|o| be.from_public(o, &[n, o.len() / n]).unwrap());
+    let shape = [n, cfg.in_channels, cfg.image_size, cfg.image_size];
+    let mut noise = |be: &mut CpuBackend, k: usize| be.from_public(&inp.noise[k], &shape);
+    let (out, first) = run_sampler(&mut be, &net, kind(args), &x, c.as_ref(), &mut noise)
+        .unwrap_or_else(|e| fail(e));
+    (out.data, first.data)
+}
+
+fn secure(
+    cfg: &UNetConfig,
+    weights: &HashMap<String, CpuTensor>,
+    args: &Args,
+    inp: &Inputs,
+    variant: Variant,
+) -> SecureRun {
+    let fx = FixedPoint::default();
+    let enc = |v: &[f32]| {
+        v.iter()
+            .map(|&x| fx.encode(x as f64).unwrap_or_else(|e| fail(e)))
+            .collect::<Vec<u64>>()
+    };
+    let mut dealt: [HashMap<String, SecureTensor>; 3] = Default::default();
+    for (i, (name, t)) in weights.iter().enumerate() {
+        for (p, s) in deal(&enc(&t.data), i as u64).into_iter().enumerate() {
+            dealt[p].insert(name.clone(), SecureTensor::new(&t.shape, s).unwrap());
+        }
+    }
+    let n = args.batch;
+    let shape = [n, cfg.in_channels, cfg.image_size, cfg.image_size];
+    let xs = deal(&enc(&inp.x_t), 1 << 40);
+    let cs = inp.onehot.as_ref().map(|o| deal(&enc(o), (1 << 40) + 1));
+    let zs: Vec<[AShare; 3]> = inp
+        .noise
+        .iter()
+        .enumerate()
+        .map(|(k, z)| deal(&enc(z), (1 << 41) + k as u64))
+        .collect();
+    let barrier = Barrier::new(3);
+    let cpu0 = local::process_cpu_seconds();
+    let out = local::run(fx, None, |ctx| {
+        let i = ctx.index();
+        barrier.wait();
+        let (t0, c0, s0) = (Instant::now(), local::thread_cpu_seconds(), ctx.stats());
+        let mut be = SecureBackend::new(ctx, dealt[i].clone(), SecureConfig::new(variant));
+        let net = UNet::new(cfg, &mut be).unwrap_or_else(|e| fail(e));
+        let x = SecureTensor::new(&shape, xs[i].clone()).unwrap();
+        let c = cs
+            .as_ref()
+            .map(|c| SecureTensor::new(&[n, c[i].len() / n], c[i].clone()).unwrap());
+        let mut noise =
+            |_: &mut SecureBackend, k: usize| SecureTensor::new(&shape, zs[k][i].clone());
+        let (y, first) = run_sampler(&mut be, &net, kind(args), &x, c.as_ref(), &mut noise)
+            .unwrap_or_else(|e| fail(e));
+        let profile = be.profile().clone();
+        drop(be);
+        let st = ctx.stats() - s0;
+        (
+            y.data,
+            first.data,
+            t0.elapsed().as_secs_f64(),
+            local::thread_cpu_seconds() - c0,
+            st,
+            profile,
+        )
+    });
+    let cpu_process = local::process_cpu_seconds() - cpu0;
+    let dec = |s: [AShare; 3]| {
+        fx.decode_slice(&open(&s))
+            .into_iter()
+            .map(|v| v as f32)
+            .collect::<Vec<f32>>()
+    };
+    let profile = out[0].5.clone();
+    SecureRun {
+        sample: dec(out.clone().map(|o| o.0)),
+        first_eps: dec(out.clone().map(|o| o.1)),
+        seconds: out.iter().map(|o| o.2).fold(0.0, f64::max),
+        cpu: std::array::from_fn(|i| out[i].3),
+        cpu_process,
+        bytes: std::array::from_fn(|i| out[i].4.bytes_sent),
+        rounds: out.iter().map(|o| o.4.rounds).max().unwrap_or(0),
+        profile,
+    }
+}
+
+/// Runs the sampler with `net`, returning the sample and the first ε.
+fn run_sampler<B: Backend>(
+    be: &mut B,
+    net: &UNet<B>,
+    kind: SamplerKind,
+    x: &B::Tensor,
+    class: Option<&B::Tensor>,
+    noise: &mut dyn FnMut(&mut B, usize) -> party_server::model::Result<B::Tensor>,
+) -> party_server::model::Result<(B::Tensor, B::Tensor)> {
+    let n = be.dims(x)[0];
+    let first = RefCell::new(None);
+    let mut denoise = |be: &mut B, x: &B::Tensor, t: usize| {
+        let eps = net.forward(be, x, &vec![t as f32; n], class)?;
+        first.borrow_mut().get_or_insert_with(|| eps.clone());
+        Ok(eps)
+    };
+    let y = sampler::sample_with(
+        be,
+        &Schedule::default_linear(),
+        kind,
+        x,
+        &mut denoise,
+        noise,
+        &mut |_, _| {},
+    )?;
+    Ok((y, first.into_inner().expect("at least one step")))
+}
+
+fn psnr(a: &[f32], b: &[f32]) -> f64 {
+    let mse = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| ((x - y) as f64).powi(2))
+        .sum::<f64>()
+        / a.len() as f64;
+    10.0 * (4.0 / mse).log10()
+}
+
+fn main() {
+    let args = Args::parse();
+    let dir = if args.models.join(&args.model).is_dir() {
+        args.models.join(&args.model)
+    } else {
+        PathBuf::from(&args.model)
+    };
+    let cfg = UNetConfig::from_file(dir.join("config.json"))
+        .unwrap_or_else(|e| fail(format!("{}: {e}", dir.display())));
+    let weights = load_safetensors(dir.join("model.safetensors"))
+        .unwrap_or_else(|e| fail(format!("{}: {e}", dir.display())));
+    if args.batch == 0 || (args.sampler == SamplerArg::Ddim && !(1..=1000).contains(&args.steps)) {
+        fail("batch must be ≥ 1 and DDIM steps in 1..=1000");
+    }
+    let n = args.batch;
+    let numel = n * cfg.in_channels * cfg.image_size * cfg.image_size;
+    let mut rng = SplitMix64(args.seed);
+    let mut normal = |len: usize| (0..len).map(|_| rng.normal() as f32).collect::<Vec<f32>>();
+    let x_t = normal(numel);
+    let noise = match args.sampler {
+        SamplerArg::Ddim => Vec::new(),
+        SamplerArg::Ddpm => (0..Schedule::default_linear().num_steps())
+            .map(|_| normal(numel))
+            .collect(),
+    };
+    let onehot = cfg.num_classes.map(|k| {
+        let labels: Vec<usize> = (0..n).map(|i| args.class.unwrap_or(i) % k).collect();
+        one_hot(&labels, k)
+    });
+    let inp = Inputs { x_t, onehot, noise };
+
+    let t = Instant::now();
+    let (want, want_eps) = plaintext(&cfg, &weights, &args, &inp);
+    let f32_seconds = t.elapsed().as_secs_f64();
+    let variants: Vec<(Variant, &str)> = match args.variant {
+        VariantArg::Baseline => vec![(Variant::Baseline, "baseline")],
+        VariantArg::Cipherdm => vec![(Variant::CipherDm, "cipherdm")],
+        VariantArg::Both => vec![
+            (Variant::Baseline, "baseline"),
+            (Variant::CipherDm, "cipherdm"),
+        ],
+    };
+    let sampler_name = match args.sampler {
+        SamplerArg::Ddim => "ddim",
+        SamplerArg::Ddpm => "ddpm",
+    };
+    let steps = match args.sampler {
+        SamplerArg::Ddim => args.steps,
+        SamplerArg::Ddpm => Schedule::default_linear().num_steps(),
+    };
+    let mut results = Vec::new();
+    for (variant, name) in variants {
+        let r = secure(&cfg, &weights, &args, &inp, variant);
+        let p = psnr(&r.sample, &want);
+        let eps_err = r
+            .first_eps
+            .iter()
+            .zip(&want_eps)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "model": args.model, "sampler": sampler_name, "steps": steps, "variant": name,
+                    "activation": format!("{:?}", cfg.activation).to_lowercase(), "batch": n,
+                    "seconds": r.seconds, "cpu_seconds_per_party": r.cpu, "cpu_seconds_process": r.cpu_process,
+                    "bytes_per_party": r.bytes.iter().max(), "bytes_total": r.bytes.iter().sum::<u64>(),
+                    "rounds": r.rounds, "psnr_vs_f32": p, "max_abs_err_eps": eps_err, "f32_seconds": f32_seconds,
+                })
+            );
+        } else {
+            println!(
+                "{} {sampler_name}-{steps} {name} batch {n}: {:.2} s wall (f32 {:.3} s), cpu/party {:.2}/{:.2}/{:.2} s (process {:.2} s), {:.1} MB total ({:.1} MB max/party), {} rounds, PSNR vs f32 {:.1} dB, first-step ε max err {:.2e}",
+                args.model,
+                r.seconds,
+                f32_seconds,
+                r.cpu[0],
+                r.cpu[1],
+                r.cpu[2],
+                r.cpu_process,
+                r.bytes.iter().sum::<u64>() as f64 / 1e6,
+                *r.bytes.iter().max().unwrap_or(&0) as f64 / 1e6,
+                r.rounds,
+                p,
+                eps_err
+            );
+        }
+        if args.profile {
+            println!(
+                "{:<12} {:>6} {:>9} {:>12} {:>8}",
+                "op", "calls", "seconds", "MB (P0)", "rounds"
+            );
+            for (op, s) in &r.profile {
+                println!(
+                    "{op:<12} {:>6} {:>9.3} {:>12.2} {:>8}",
+                    s.calls,
+                    s.seconds,
+                    s.bytes_sent as f64 / 1e6,
+                    s.rounds
+                );
+            }
+        }
+        results.push((name, r));
+    }
+    if let [(_, base), (_, cdm)] = &results[..] {
+        let ratio = |a: f64, b: f64| a / b;
+        let (bb, cb) = (
+            base.bytes.iter().sum::<u64>() as f64,
+            cdm.bytes.iter().sum::<u64>() as f64,
+        );
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"ratio": "baseline/cipherdm", "seconds": ratio(base.seconds, cdm.seconds), "bytes_total": ratio(bb, cb), "rounds": ratio(base.rounds as f64, cdm.rounds as f64)})
+            );
+        } else {
+            println!(
+                "baseline/cipherdm: time {:.2}x, bytes {:.2}x, rounds {:.2}x",
+                ratio(base.seconds, cdm.seconds),
+                ratio(bb, cb),
+                ratio(base.rounds as f64, cdm.rounds as f64)
+            );
+        }
+    }
+}
