@@ -42,7 +42,7 @@ fn run() -> Result<(), String> {
         println!(
             "train --config CFG.json --run RUN_DIR [--out MODEL_DIR] [--iters 20000] [--batch 128] \
              [--lr 2e-4] [--weight-decay 0] [--seed 1] [--ema 0.999] [--ema-start 2000] \
-             [--ckpt-every 250] [--dataset NAME] [--data-dir DIR]"
+             [--ckpt-every 250] [--dataset NAME] [--data-dir DIR] [--export-only ema|raw]"
         );
         return Ok(());
     }
@@ -132,6 +132,27 @@ fn run() -> Result<(), String> {
         })
         .collect();
 
+    // `--export-only ema|raw`: write the checkpoint's EMA or raw weights to --out and stop.
+    if let Some(which) = a.get("export-only") {
+        let out = out_dir.as_ref().ok_or("--export-only needs --out")?;
+        let w: HashMap<String, Tensor> = match which {
+            "ema" => ema.clone(),
+            "raw" => vars
+                .iter()
+                .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
+                .collect(),
+            other => return Err(format!("--export-only {other}: expected ema or raw")),
+        };
+        let recipe = serde_json::json!({ "exported": which });
+        export(out, &cfg, &w, &st, nparams, &cfg_path, recipe)?;
+        eprintln!(
+            "exported {which} weights of iteration {} to {}",
+            st.iter,
+            out.display()
+        );
+        return Ok(());
+    }
+
     let sched = Schedule::default_linear();
     let tmax = sched.num_steps();
     let mut rng = SplitMix64(st.rng);
@@ -213,6 +234,7 @@ fn run() -> Result<(), String> {
             save(&run_dir, &vars, &ema, &opt, &st)?;
             if let Some(out) = &out_dir {
                 let recipe = serde_json::json!({
+                    "exported": "ema",
                     "lr": lr, "batch": batch, "seed": seed, "weight_decay": wd,
                     "ema": ema_decay, "ema_start": ema_start, "dataset": dataset_name,
                     "threads": std::env::var("RAYON_NUM_THREADS").ok(),
@@ -276,7 +298,6 @@ fn export(
         "loss_avg": st.loss_avg,
         "wall_seconds": st.wall_seconds,
         "parameters": nparams,
-        "weights": "EMA",
         "last_invocation": recipe,
     });
     std::fs::write(
