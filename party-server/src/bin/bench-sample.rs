@@ -60,6 +60,9 @@ struct Args {
     /// One JSON object per variant.
     #[arg(long)]
     json: bool,
+    /// Fixed-point fraction bits of the secure run.
+    #[arg(long, default_value_t = shared::fixed::DEFAULT_FRAC_BITS)]
+    frac_bits: u32,
     /// Print time, bytes and rounds per layer kind.
     #[arg(long)]
     profile: bool,
@@ -128,7 +131,7 @@ fn secure(
     inp: &Inputs,
     variant: Variant,
 ) -> SecureRun {
-    let fx = FixedPoint::default();
+    let fx = FixedPoint::new(args.frac_bits).unwrap_or_else(|e| fail(e));
     let enc = |v: &[f32]| {
         v.iter()
             .map(|&x| fx.encode(x as f64).unwrap_or_else(|e| fail(e)))
