@@ -20,6 +20,24 @@ fn tiny_config() -> UNetConfig {
     UNetConfig::from_file(dir).expect("tiny config")
 }
 
+/// A few DDIM steps of `net` on any back end.
+fn ddim<B: Backend>(be: &mut B, net: &UNet<B>, x: &B::Tensor, class: &B::Tensor) -> B::Tensor {
+    let kind = SamplerKind::Ddim { steps: STEPS };
+    let sched = Schedule::default_linear();
+    let mut no_noise = |_: &mut B, _: usize| unreachable!("DDIM needs no noise");
+    sampler::sample(
+        be,
+        net,
+        &sched,
+        kind,
+        x,
+        Some(class),
+        &mut no_noise,
+        &mut |_, _| {},
+    )
+    .expect("sample")
+}
+
 /// Plaintext DDIM; returns the sample and the random weights it used.
 fn plaintext(
     cfg: &UNetConfig,
@@ -31,18 +49,7 @@ fn plaintext(
     let weights = be.created_params().clone();
     let x = be.from_public(x_t, &[1, 1, 28, 28]).unwrap();
     let c = be.from_public(&one_hot(&[class], 2), &[1, 2]).unwrap();
-    let kind = SamplerKind::Ddim { steps: STEPS };
-    let out = sampler::sample(
-        &mut be,
-        &net,
-        &Schedule::default_linear(),
-        kind,
-        &x,
-        Some(&c),
-        &mut |_, _| unreachable!("DDIM needs no noise"),
-        &mut |_, _| {},
-    )
-    .expect("sample");
+    let out = ddim(&mut be, &net, &x, &c);
     (be.read(&out).unwrap(), weights)
 }
 
@@ -74,18 +81,7 @@ fn secure(
         let net = UNet::new(cfg, &mut be).expect("build on shares");
         let x = SecureTensor::new(&[1, 1, 28, 28], xs[i].clone()).unwrap();
         let c = SecureTensor::new(&[1, 2], cs[i].clone()).unwrap();
-        let kind = SamplerKind::Ddim { steps: STEPS };
-        let y = sampler::sample(
-            &mut be,
-            &net,
-            &Schedule::default_linear(),
-            kind,
-            &x,
-            Some(&c),
-            &mut |_, _| unreachable!("DDIM needs no noise"),
-            &mut |_, _| {},
-        )
-        .expect("secure sample");
+        let y = ddim(&mut be, &net, &x, &c);
         assert!(be.read(&y).is_err(), "a party must refuse to reconstruct");
         y.data
     });
