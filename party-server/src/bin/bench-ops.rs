@@ -358,18 +358,13 @@ impl Bench {
                 |ctx, x| exp::exp_baseline(ctx, x).unwrap(),
             );
             for (name, coeffs) in [
-                ("cipherdm", ExpCoefficients::Fitted(exp::DEFAULT_EXP_DEGREE)),
-                ("paper-coeffs", ExpCoefficients::Paper),
+                ("fitted", ExpCoefficients::Fitted(exp::DEFAULT_EXP_DEGREE)),
+                ("paper coeffs", ExpCoefficients::Paper),
             ] {
                 let series = coeffs.series();
-                let label = if name == "cipherdm" {
-                    "cipherdm"
-                } else {
-                    "cipherdm-paper"
-                };
                 self.unary(
                     &format!("exp [-14,0] ({name})"),
-                    label,
+                    "cipherdm",
                     Some(32),
                     (-14.0, 0.0),
                     f64::exp,
