@@ -2,7 +2,7 @@
 # Installs what building and testing this project needs, on a bare Debian 12
 # machine with rustup's stable Rust.  Idempotent: installs only what is missing.
 # No prebuilt toolchains are downloaded: the wasm32 std is built from Debian's
-# rust-web-src (see docs/TOOLCHAIN notes in README), tools come from crates.io.
+# rust-web-src with -Z build-std (see README), tools come from crates.io.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SUDO=""
