@@ -365,8 +365,19 @@ pub fn matmul_batched_fx(
         ..gemm
     };
     for i in 0..batches {
-        let (xs, ys, ts) = (i * xl..(i + 1) * xl, i * yl..(i + 1) * yl, i * tl..(i + 1) * tl);
-        gemm.run(s.m, s.k, s.n, &x.a[xs.clone()], &y_sum[ys.clone()], &mut t[ts.clone()]);
+        let (xs, ys, ts) = (
+            i * xl..(i + 1) * xl,
+            i * yl..(i + 1) * yl,
+            i * tl..(i + 1) * tl,
+        );
+        gemm.run(
+            s.m,
+            s.k,
+            s.n,
+            &x.a[xs.clone()],
+            &y_sum[ys.clone()],
+            &mut t[ts.clone()],
+        );
         acc.run(s.m, s.k, s.n, &x.b[xs], &y.a[ys], &mut t[ts]);
     }
     let d = ctx.frac_bits();
