@@ -68,7 +68,11 @@ fn secure(
     };
     // The model owner deals the weights; the client deals class and noise.
     let mut dealt: [HashMap<String, SecureTensor>; 3] = Default::default();
-    for (i, (name, t)) in weights.iter().enumerate() {
+    // Sorted, so that the dealing (and the whole run) is reproducible.
+    let mut names: Vec<&String> = weights.keys().collect();
+    names.sort();
+    for (i, name) in names.into_iter().enumerate() {
+        let t = &weights[name];
         for (p, s) in deal(&enc(&t.data), i as u64).into_iter().enumerate() {
             dealt[p].insert(name.clone(), SecureTensor::new(&t.shape, s).unwrap());
         }

@@ -85,11 +85,11 @@ impl InversePower {
         self
     }
 
-    /// Extra fraction bits for the normalising constants, so that the
-    /// smallest (`2^-E` at the top of the range) keeps [`CONSTANT_BITS`].
-    fn extra_bits(&self, frac_bits: u32) -> u32 {
-        let big_e = self.norm_exp(self.hi_exp - 1) as f64;
-        let smallest = (self.series.map().0 * (-big_e).exp2()).min(self.out_scale(self.hi_exp - 1));
+    /// Extra fraction bits for a normalising constant whose smallest value
+    /// (at the top of the range) is `smallest`, so it keeps
+    /// [`CONSTANT_BITS`].  Each constant gets only what it needs: extra bits
+    /// raise the truncation failure rate of the product that uses them.
+    fn extra_bits(smallest: f64, frac_bits: u32) -> u32 {
         let have = smallest.log2().floor() as i32 + frac_bits as i32;
         (CONSTANT_BITS - have).clamp(0, MAX_EXTRA_BITS) as u32
     }
@@ -189,10 +189,12 @@ impl InversePower {
         // Step functions of e as linear combinations of the bits:
         // v(e) = v(lo) + Σ_j [x ≥ 2^j] (v(j) - v(j-1)).
         let (map_scale, map_offset) = self.series.map();
-        let extra = self.extra_bits(fx.frac_bits());
-        let wide =
-            shared::FixedPoint::new(fx.frac_bits() + extra).expect("extra bits within range");
-        let step = |ctx: &Ctx, v: &dyn Fn(i32) -> f64| -> AShare {
+        let f = fx.frac_bits();
+        let top = self.hi_exp - 1;
+        let d_t = f + Self::extra_bits(map_scale * (-self.norm_exp(top) as f64).exp2(), f);
+        let d_out = f + Self::extra_bits(self.out_scale(top), f);
+        let step = |ctx: &Ctx, bits: u32, v: &dyn Fn(i32) -> f64| -> AShare {
+            let wide = shared::FixedPoint::new(bits).expect("extra bits within range");
             let base = wide.encode(v(self.lo_exp)).expect("scale in range");
             let mut acc = AShare::from_public(ctx, &vec![base; n]);
             for (b, &j) in ge.iter().zip(&thresholds) {
@@ -201,30 +203,26 @@ impl InversePower {
             }
             acc
         };
-        let d = fx.frac_bits() + extra;
-        let to_t = step(ctx, &|e| map_scale * (-self.norm_exp(e) as f64).exp2());
-        let out = step(ctx, &|e| self.out_scale(e));
+        let to_t = step(ctx, d_t, &|e| map_scale * (-self.norm_exp(e) as f64).exp2());
+        let out = step(ctx, d_out, &|e| self.out_scale(e));
 
-        // t = x·(scale·2^-E) + offset, and y·2^(-pE), in one product round.
+        // t = x·(scale·2^-E) + offset, and y·2^(-pE), side by side.
         let (t, out, per) = match times {
             Some((y, per)) => {
                 assert_eq!(y.len(), n * per, "y must have `per` entries per x");
-                let p = arith::mul_trunc(
-                    ctx,
-                    &AShare::concat(&[x, &out.repeat_each(per)]),
-                    &AShare::concat(&[&to_t, y]),
-                    d,
+                let (t, yo) = ctx.join(
+                    |c| arith::mul_trunc(c, x, &to_t, d_t),
+                    |c| arith::mul_trunc(c, &out.repeat_each(per), y, d_out),
                 )?;
-                let mut parts = p.split(&[n, n * per]).into_iter();
-                (parts.next().expect("t"), parts.next().expect("y·out"), per)
+                (t, yo, per)
             }
-            None => (arith::mul_trunc(ctx, x, &to_t, d)?, out, 1),
+            None => (arith::mul_trunc(ctx, x, &to_t, d_t)?, out, 1),
         };
         Ok(Normalized {
             t: t.add_public_scalar(ctx, fx.encode(map_offset).expect("offset")),
             scaled: out,
-            // `out` still has the extra bits when no `y` absorbed them.
-            scaled_frac_bits: if times.is_some() { fx.frac_bits() } else { d },
+            // `out` still has its extra bits when no `y` absorbed them.
+            scaled_frac_bits: if times.is_some() { f } else { d_out },
             per,
         })
     }
