@@ -94,32 +94,12 @@ fn generate(
                 }
                 z
             };
+            let mut noise = |k: usize| fresh_noise(k);
+            let inputs = (&x[..], &shape[..], oh.as_deref(), &sched, kind);
             let out: Vec<f32> = match backend {
                 "f32" => {
-                    let mut be = CpuBackend::with_weights(weights.clone());
-                    let net = UNet::new(cfg, &mut be).map_err(|e| e.to_string())?;
-                    let xt = be.from_public(&x, &shape).map_err(|e| e.to_string())?;
-                    let c = match &oh {
-                        Some(v) => Some(
-                            be.from_public(v, &[n, v.len() / n])
-                                .map_err(|e| e.to_string())?,
-                        ),
-                        None => None,
-                    };
-                    let mut noise =
-                        |be: &mut CpuBackend, k: usize| be.from_public(&fresh_noise(k), &shape);
-                    let y = sample(
-                        &mut be,
-                        &net,
-                        &sched,
-                        kind,
-                        &xt,
-                        c.as_ref(),
-                        &mut noise,
-                        &mut |_, _| {},
-                    )
-                    .map_err(|e| e.to_string())?;
-                    y.data
+                    let be = CpuBackend::with_weights(weights.clone());
+                    sample_on(be, cfg, inputs, &mut noise)?
                 }
                 "candle" => {
                     let w = weights
@@ -130,30 +110,7 @@ fn generate(
                         })
                         .collect::<Result<_, _>>()
                         .map_err(|e| e.to_string())?;
-                    let mut be = CandleBackend::fixed(w);
-                    let net = UNet::new(cfg, &mut be).map_err(|e| e.to_string())?;
-                    let xt = be.from_public(&x, &shape).map_err(|e| e.to_string())?;
-                    let c = match &oh {
-                        Some(v) => Some(
-                            be.from_public(v, &[n, v.len() / n])
-                                .map_err(|e| e.to_string())?,
-                        ),
-                        None => None,
-                    };
-                    let mut noise =
-                        |be: &mut CandleBackend, k: usize| be.from_public(&fresh_noise(k), &shape);
-                    let y = sample(
-                        &mut be,
-                        &net,
-                        &sched,
-                        kind,
-                        &xt,
-                        c.as_ref(),
-                        &mut noise,
-                        &mut |_, _| {},
-                    )
-                    .map_err(|e| e.to_string())?;
-                    be.read(&y).map_err(|e| e.to_string())?
+                    sample_on(CandleBackend::fixed(w), cfg, inputs, &mut noise)?
                 }
                 other => return Err(format!("unknown backend {other:?} (f32 | candle)")),
             };
@@ -168,6 +125,48 @@ fn generate(
 }
 
 /// Classifier features `[n, 128]` and predicted labels for images in [−1, 1].
+/// Public inputs of one sampling batch: x_T, its shape, the class one-hot,
+/// the schedule and the sampler.
+type SampleInputs<'a> = (
+    &'a [f32],
+    &'a [usize],
+    Option<&'a [f32]>,
+    &'a Schedule,
+    SamplerKind,
+);
+
+/// Samples a batch on any back end holding the model's weights.
+fn sample_on<B: Backend>(
+    mut be: B,
+    cfg: &UNetConfig,
+    (x, shape, onehot, sched, kind): SampleInputs<'_>,
+    fresh_noise: &mut dyn FnMut(usize) -> Vec<f32>,
+) -> Result<Vec<f32>, String> {
+    let net = UNet::new(cfg, &mut be).map_err(|e| e.to_string())?;
+    let xt = be.from_public(x, shape).map_err(|e| e.to_string())?;
+    let n = shape[0];
+    let c = match onehot {
+        Some(v) => Some(
+            be.from_public(v, &[n, v.len() / n])
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
+    let mut noise = |be: &mut B, k: usize| be.from_public(&fresh_noise(k), shape);
+    let y = sample(
+        &mut be,
+        &net,
+        sched,
+        kind,
+        &xt,
+        c.as_ref(),
+        &mut noise,
+        &mut |_, _| {},
+    )
+    .map_err(|e| e.to_string())?;
+    be.read(&y).map_err(|e| e.to_string())
+}
+
 fn classify(
     clf_w: &std::collections::HashMap<String, CpuTensor>,
     images: &[f32],
