@@ -63,6 +63,12 @@ fn default_eps() -> f32 {
 fn default_one() -> usize {
     1
 }
+fn default_timestep_scale() -> f32 {
+    1.0
+}
+fn is_one(v: &f32) -> bool {
+    *v == 1.0
+}
 
 /// Public description of a class-conditional (or unconditional) U-Net.
 ///
@@ -109,6 +115,13 @@ pub struct UNetConfig {
     pub activation: Activation,
     /// Dimension of the sinusoidal time embedding (even).
     pub time_embedding_dim: usize,
+    /// The sinusoid sees `t · timestep_scale` (t = 0 … T−1). 1 is the usual
+    /// convention; with only 4 dimensions (frequencies 1 and 0.01) it aliases
+    /// t with t + 628 (`sin`/`cos` agree to 0.3 rad), which measurably made
+    /// the tiny model blind to the noise level, so the tiny configs use
+    /// 1e-3 (continuous time t/T, every frequency below one period).
+    #[serde(default = "default_timestep_scale", skip_serializing_if = "is_one")]
+    pub timestep_scale: f32,
     /// Output dimension of the time MLP.
     pub time_hidden_dim: usize,
     /// Number of classes for a class-conditional model; `None` for unconditional.
@@ -143,6 +156,7 @@ impl UNetConfig {
             norm_eps: 1e-5,
             activation,
             time_embedding_dim: 4,
+            timestep_scale: 1e-3,
             time_hidden_dim: 8,
             num_classes: Some(2),
             class_embedding: ClassEmbedding::PerBlock,
@@ -257,6 +271,9 @@ impl UNetConfig {
         }
         if self.time_embedding_dim == 0 || self.time_embedding_dim % 2 != 0 {
             return err("time_embedding_dim must be even and positive".into());
+        }
+        if !(self.timestep_scale.is_finite() && self.timestep_scale > 0.0) {
+            return err("timestep_scale must be finite and positive".into());
         }
         if self.time_hidden_dim == 0 {
             return err("time_hidden_dim must be positive".into());

@@ -507,7 +507,8 @@ impl<B: Backend> UNet<B> {
         }
 
         // Time embedding: sinusoid in the clear (timesteps are public), then the MLP.
-        let temb = timestep_embedding(timesteps, cfg.time_embedding_dim);
+        let scaled: Vec<f32> = timesteps.iter().map(|t| t * cfg.timestep_scale).collect();
+        let temb = timestep_embedding(&scaled, cfg.time_embedding_dim);
         let temb = be.from_public(&temb, &[n, cfg.time_embedding_dim])?;
         let temb = self.time_1.forward(be, &temb)?;
         let temb = be.activation(&temb, cfg.activation)?;
