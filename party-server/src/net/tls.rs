@@ -204,10 +204,13 @@ pub fn server_config(
     peer: CertificateDer<'static>,
 ) -> Result<Arc<rustls::ServerConfig>, CredentialError> {
     let p = provider();
-    let cfg = rustls::ServerConfig::builder_with_provider(p.clone())
+    let mut cfg = rustls::ServerConfig::builder_with_provider(p.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(pinned(&p, peer))
         .with_single_cert(vec![me.cert.clone()], me.key.clone_key())?;
+    // No session tickets: nothing may follow the hello on the connection
+    // but the link's own frames (and there is no resumption to serve).
+    cfg.send_tls13_tickets = 0;
     Ok(Arc::new(cfg))
 }
 
