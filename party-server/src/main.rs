@@ -57,6 +57,10 @@ enum Cmd {
         /// Extra TOML appended verbatim (e.g. a [limits] table).
         #[arg(long, default_value = "")]
         extra: String,
+        /// The parties' addresses (three, comma-separated), e.g. in network
+        /// namespaces; default: all on 127.0.0.1.
+        #[arg(long, value_delimiter = ',')]
+        hosts: Option<Vec<String>>,
     },
     /// The model owner's tool: share a model's weights for the three parties.
     DealModel {
@@ -125,7 +129,12 @@ fn run(cli: Cli) -> Result<(), String> {
             base_port,
             ports,
             extra,
+            hosts,
         } => {
+            let hosts = hosts.unwrap_or_else(|| vec!["127.0.0.1".into(); 3]);
+            if hosts.len() != 3 {
+                return Err(format!("--hosts needs 3 addresses, got {}", hosts.len()));
+            }
             let (c, p) = match ports {
                 Some(v) if v.len() != 6 => {
                     return Err(format!("--ports needs 6 ports, got {}", v.len()));
@@ -143,8 +152,11 @@ fn run(cli: Cli) -> Result<(), String> {
             for i in 0..3 {
                 gen_cert(i, &dir.join("certs"))?;
             }
-            std::fs::write(&path, local_cluster_toml(c, p, &extra))
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            std::fs::write(
+                &path,
+                local_cluster_toml([&hosts[0], &hosts[1], &hosts[2]], c, p, &extra),
+            )
+            .map_err(|e| format!("{}: {e}", path.display()))?;
             eprintln!("wrote {}", path.display());
             Ok(())
         }

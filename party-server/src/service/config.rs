@@ -129,23 +129,30 @@ impl ClusterConfig {
     }
 }
 
-/// A cluster config for three parties on one host, with the given ports, as
-/// `cluster.sh init` and the tests write it.
-pub fn local_cluster_toml(client_ports: [u16; 3], peer_ports: [u16; 3], limits: &str) -> String {
+/// A cluster config for three parties at `hosts` (all on one machine, or in
+/// network namespaces of one machine), with the given ports, as
+/// `party-server init-local` writes it.
+pub fn local_cluster_toml(
+    hosts: [&str; 3],
+    client_ports: [u16; 3],
+    peer_ports: [u16; 3],
+    extra: &str,
+) -> String {
     let mut s = String::from(
-        "# Three parties on loopback.  Each operator reads only its own `key`\n\
+        "# Three parties on one machine.  Each operator reads only its own `key`\n\
          # and `models`; everything else in this file is public.\n",
     );
     for i in 0..3 {
         s += &format!(
-            "\n[[party]]\nclient_listen = \"127.0.0.1:{c}\"\nclient_url = \"ws://127.0.0.1:{c}/ws\"\n\
-             peer_listen = \"127.0.0.1:{p}\"\npeer_addr = \"127.0.0.1:{p}\"\n\
+            "\n[[party]]\nclient_listen = \"{h}:{c}\"\nclient_url = \"ws://{h}:{c}/ws\"\n\
+             peer_listen = \"{h}:{p}\"\npeer_addr = \"{h}:{p}\"\n\
              cert = \"certs/party{i}.crt\"\nkey = \"certs/party{i}.key\"\nmodels = \"party{i}/models\"\n",
+            h = hosts[i],
             c = client_ports[i],
             p = peer_ports[i],
         );
     }
-    s + "\n" + limits
+    s + "\n" + extra
 }
 
 #[cfg(test)]
@@ -159,7 +166,12 @@ mod tests {
         let path = dir.join("cluster.toml");
         std::fs::write(
             &path,
-            local_cluster_toml([1, 2, 3], [4, 5, 6], "[limits]\nmax_sessions = 2\n"),
+            local_cluster_toml(
+                ["127.0.0.1"; 3],
+                [1, 2, 3],
+                [4, 5, 6],
+                "[limits]\nmax_sessions = 2\n",
+            ),
         )
         .unwrap();
         let cfg = ClusterConfig::load(&path).unwrap();

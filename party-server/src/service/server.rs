@@ -219,7 +219,14 @@ impl Server {
         loop {
             tokio::select! {
                 ev = rx.recv() => {
-                    let Some(ev) = ev else { break };
+                    let Some(ev) = ev else {
+                        // The session thread ended without a verdict: it panicked.
+                        tracing::error!(request = %rid, "session thread died");
+                        if !client_gone {
+                            send(ws, &error(ErrorCode::Aborted, "internal error; the session was aborted")).await;
+                        }
+                        break;
+                    };
                     let last = matches!(ev, ServerMsg::Result(_) | ServerMsg::Error { .. });
                     if let ServerMsg::Error { code, message } = &ev {
                         tracing::warn!(request = %rid, ?code, "session failed after {:.1} s: {message}",
