@@ -851,10 +851,26 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(4096))]
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
         /// Arbitrary bytes never panic the decoder.
         #[test]
         fn decoder_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_client(&bytes);
+            let _ = decode_server(&bytes);
+        }
+
+        /// A valid preamble with an arbitrary header and payload: the JSON and
+        /// length checks are reached, and never panic.
+        #[test]
+        fn arbitrary_headers_never_panic(kind in 0u8..32, header in "[ -~]{0,200}", payload in proptest::collection::vec(any::<u64>(), 0..16)) {
+            let mut bytes = Vec::new();
+            bytes.extend_from_slice(MAGIC);
+            bytes.extend_from_slice(&[VERSION, kind, 0, 0, 0]);
+            bytes.extend_from_slice(&(header.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(header.as_bytes());
+            for w in payload {
+                bytes.extend_from_slice(&w.to_le_bytes());
+            }
             let _ = decode_client(&bytes);
             let _ = decode_server(&bytes);
         }
