@@ -226,7 +226,7 @@ fn unknown_and_wrong_peers_are_refused_and_the_links_stay_up() {
 
 #[test]
 fn malformed_and_out_of_order_client_messages_get_clear_errors() {
-    let c = Cluster::start("malformed", "", &[]);
+    let c = Cluster::start("malformed", "[limits]\nmax_connections = 3\n", &[]);
     let rt = rt();
     rt.block_on(async {
         let w = Duration::from_secs(30);
@@ -311,6 +311,22 @@ fn malformed_and_out_of_order_client_messages_get_clear_errors() {
         let _ = futures_util::SinkExt::send(&mut ws, Message::Binary(huge.into())).await;
         let _ = recv(&mut ws, w).await;
         assert_eq!(client::list_models(&c.url(0)).await.unwrap()[0].name, MODEL);
+        drop(ws);
+        // Connection limit (3 here): one more is refused at the HTTP level.
+        let mut held = Vec::new();
+        let t = Instant::now();
+        while held.len() < 3 {
+            match tokio_tungstenite::connect_async(c.url(0)).await {
+                Ok((ws, _)) => held.push(ws),
+                // Earlier connections may still be closing on the server.
+                Err(_) if t.elapsed() < w => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        match tokio_tungstenite::connect_async(c.url(0)).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+            other => panic!("expected 503, got {:?}", other.map(|_| ())),
+        }
     });
     assert_eq!(c.health(0).unwrap()["sessions_running"], 0);
 }
@@ -379,6 +395,12 @@ fn a_party_killed_mid_run_makes_the_others_abort_promptly() {
                 other => panic!("expected acceptance, got {other:?}\n{}", c.logs()),
             }
         }
+        // Out of order: only cancel is accepted while a generation runs.
+        send(&mut conns[1], &ClientMsg::ListModels).await;
+        assert_eq!(
+            code(recv_final(&mut conns[1], TIMEOUT).await),
+            ErrorCode::Unexpected
+        );
         c.kill(2);
         let t = Instant::now();
         for ws in conns.iter_mut().take(2) {

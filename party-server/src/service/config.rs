@@ -46,6 +46,9 @@ pub struct Limits {
     pub max_batch: u32,
     /// Largest number of denoising steps a request may ask for.
     pub max_steps: u32,
+    /// Client connections open at once (each may buffer a 64 MiB frame);
+    /// more get HTTP 503.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -56,6 +59,7 @@ impl Default for Limits {
             start_timeout_secs: 30,
             max_batch: 8,
             max_steps: 1000,
+            max_connections: 64,
         }
     }
 }
@@ -97,8 +101,11 @@ impl ClusterConfig {
                 cfg.party.len()
             ));
         }
-        if cfg.limits.max_sessions == 0 || cfg.limits.max_batch == 0 {
-            return Err("limits.max_sessions and limits.max_batch must be at least 1".into());
+        let l = &cfg.limits;
+        if l.max_sessions == 0 || l.max_batch == 0 || l.max_connections == 0 {
+            return Err(
+                "limits.max_sessions, max_batch and max_connections must be at least 1".into(),
+            );
         }
         cfg.base = path
             .parent()

@@ -37,6 +37,7 @@ pub struct Server {
     models: BTreeMap<String, Arc<StoredModel>>,
     limits: Limits,
     slots: Arc<Semaphore>,
+    connections: Arc<Semaphore>,
     start_timeout: Duration,
     /// Test-only fixed setup seed (see `Testing::deterministic_seed`).
     deterministic: Option<u64>,
@@ -204,8 +205,10 @@ impl Server {
                     Ok(y) => ServerMsg::Result(y.clone()),
                     Err(e) => e.to_msg(),
                 };
-                let _ = events.send(msg);
+                // The session's state is gone: free its slot before the
+                // client hears the verdict.
                 drop(permit);
+                let _ = events.send(msg);
             });
         if spawned.is_err() {
             send(
@@ -271,10 +274,23 @@ impl Server {
     }
 }
 
-async fn client_api(State(s): State<Arc<Server>>, ws: WebSocketUpgrade) -> impl IntoResponse {
+async fn client_api(
+    State(s): State<Arc<Server>>,
+    ws: WebSocketUpgrade,
+) -> axum::response::Response {
+    let Ok(permit) = s.connections.clone().try_acquire_owned() else {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "too many client connections; retry later",
+        )
+            .into_response();
+    };
     ws.max_message_size(WS_LIMIT)
         .max_frame_size(WS_LIMIT)
-        .on_upgrade(move |socket| connection(s, socket))
+        .on_upgrade(move |socket| async move {
+            connection(s, socket).await;
+            drop(permit);
+        })
 }
 
 async fn connection(s: Arc<Server>, mut ws: WebSocket) {
@@ -374,6 +390,7 @@ pub async fn serve(cfg: ClusterConfig, me: Party, allow_deterministic: bool) -> 
         hub,
         models: models.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
         slots: Arc::new(Semaphore::new(cfg.limits.max_sessions)),
+        connections: Arc::new(Semaphore::new(cfg.limits.max_connections)),
         limits: cfg.limits.clone(),
         start_timeout: cfg.start_timeout(),
         deterministic,
