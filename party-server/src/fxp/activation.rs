@@ -42,18 +42,16 @@ use super::poly::{self, Chebyshev};
 use super::recip::InversePower;
 use crate::mpc::arith::{self, AShare};
 use crate::mpc::bits::{BShare, plane_bits};
-use crate::mpc::compare;
+use crate::mpc::compare::{self, CompareWidth};
 use crate::mpc::{Ctx, Dir, Result};
 
 /// Degree of every CipherDM piece: `T_4` is the most two product levels give.
 pub const PIECE_DEGREE: usize = 4;
 
-/// Fraction bits the CipherDM comparisons keep.  Shifting each of the three
-/// components of a replicated sharing right by `s` (logically) changes their
-/// sum to `⌊x/2^s⌋ - c` with a carry `c ∈ {0, 1, 2}`, modulo `2^(64-s)`,
-/// which a comparison on `k ≤ 64 - s` bits does not see: dropping bits is
-/// free, and costs only a zone `[c_j, c_j + 2^(1-7))` above each threshold
-/// where the bit may read 0.  Every piece is fitted across that zone.
+/// Fraction bits the CipherDM comparisons keep ([`compare::msb_coarse`]):
+/// dropping bits is free, and costs only a zone `[c_j, c_j + 2^-7)` above
+/// each threshold where the bit may read 0.  Every piece is fitted across
+/// that zone.
 pub const COMPARE_FRAC_BITS: u32 = 7;
 
 /// Comparison ring width of CipherDM: `|x - c_j| < 2^(17-1-7) = 512`, with
@@ -355,20 +353,14 @@ impl Piecewise {
     /// bit `j·n + i` is for threshold `j`, element `i`.  One `msb` call.
     fn compare(&self, ctx: &mut Ctx, x: &AShare) -> Result<BShare> {
         let fx = ctx.fx();
-        let drop = fx.frac_bits() - COMPARE_FRAC_BITS;
         let shifted: Vec<AShare> = self
             .thresholds
             .iter()
-            .map(|&c| {
-                let z = x.add_public_scalar(ctx, fx.encode(-c).expect("threshold in range"));
-                AShare {
-                    a: z.a.iter().map(|v| v >> drop).collect(),
-                    b: z.b.iter().map(|v| v >> drop).collect(),
-                }
-            })
+            .map(|&c| x.add_public_scalar(ctx, fx.encode(-c).expect("threshold in range")))
             .collect();
         let all = AShare::concat(&shifted.iter().collect::<Vec<_>>());
-        Ok(compare::msb(ctx, &all, COMPARE_RING_BITS)?.not(ctx))
+        let width = CompareWidth::coarse(fx.frac_bits(), COMPARE_FRAC_BITS, COMPARE_RING_BITS);
+        Ok(compare::msb_coarse(ctx, &all, width)?.not(ctx))
     }
 
     /// The protocol: 13 rounds (see the module docs).
