@@ -72,6 +72,11 @@ pub fn exp_baseline(ctx: &mut Ctx, x: &AShare) -> Result<AShare> {
     Ok(y)
 }
 
+/// Plaintext model of [`exp_baseline`].
+pub fn exp_baseline_plain(x: f64) -> f64 {
+    (1.0 + x / f64::from(1u32 << BASELINE_SQUARINGS)).powi(1 << BASELINE_SQUARINGS)
+}
+
 /// Chebyshev `e^x` for `x ≤ 0`, 0 below [`T_EXP`].  The mask compares at
 /// `width` (requires `|x - T_EXP|` within its range; a coarse width blurs
 /// the mask edge by `2^drop` units, where `e^x ≈ 8e-7`).

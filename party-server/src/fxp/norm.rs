@@ -88,6 +88,25 @@ impl GroupNorm {
     }
 }
 
+impl GroupNorm {
+    /// Plaintext model of [`eval`](Self::eval) (same inverse square root,
+    /// fixed-point rounding aside), for emulation.
+    pub fn eval_plain(&self, x: &[f64], gamma: &[f64], beta: &[f64]) -> Vec<f64> {
+        let (m, per) = (self.group_len(), self.channels / self.groups);
+        let mut y = Vec::with_capacity(x.len());
+        for (gi, grp) in x.chunks(m).enumerate() {
+            let mean = grp.iter().sum::<f64>() / m as f64;
+            let ss: f64 = grp.iter().map(|v| (v - mean) * (v - mean)).sum();
+            let r = self.rsqrt.eval_plain(ss + m as f64 * self.eps);
+            for (i, v) in grp.iter().enumerate() {
+                let c = (gi % self.groups) * per + i / self.hw;
+                y.push((v - mean) * r * gamma[c] + beta[c]);
+            }
+        }
+        y
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -100,6 +100,32 @@ impl Softmax {
     }
 }
 
+impl Softmax {
+    /// Plaintext model of [`eval`](Self::eval) (same exponential, mask and
+    /// reciprocal; the exact maximum, fixed-point rounding aside), for
+    /// emulation.
+    pub fn eval_plain(&self, x: &[f64], cols: usize) -> Vec<f64> {
+        x.chunks(cols)
+            .flat_map(|row| {
+                let m = row.iter().cloned().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = row
+                    .iter()
+                    .map(|v| {
+                        let d = v - m;
+                        match self.variant {
+                            Variant::Baseline => exp::exp_baseline_plain(d),
+                            Variant::CipherDm if d < self.exp_series.lo => 0.0,
+                            Variant::CipherDm => self.exp_series.eval(d),
+                        }
+                    })
+                    .collect();
+                let inv = self.recip.eval_plain(e.iter().sum());
+                e.into_iter().map(move |v| v * inv)
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
