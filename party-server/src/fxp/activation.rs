@@ -62,11 +62,6 @@ pub const COMPARE_RING_BITS: u32 = 17;
 /// chosen (see [`COMPARE_FRAC_BITS`]).
 pub const COMPARE_FUZZ: f64 = 2.0 / (1u64 << COMPARE_FRAC_BITS) as f64;
 
-/// ABY3 truncation returns `⌊z/2^d⌋` or one less: adding this one unit
-/// centres the error on 0, so that the large coefficients of the shared
-/// basis do not turn a one-unit bias into a systematic error.
-const TRUNC_CENTRE: u64 = 1;
-
 /// Comparison ring width of the baseline's sign test (`|x| < 2^13`).
 pub const BASELINE_RING_BITS: u32 = 32;
 
@@ -375,16 +370,15 @@ impl Piecewise {
         let e = self.range_exp;
         // T_2 = 2x²/R² - 1: the division by R² rides on the truncation.
         let one = fx.encode(1.0).expect("1 is encodable");
-        let t2 = arith::mul_trunc(ctx, x, x, f + 2 * e - 1)?
-            .add_public_scalar(ctx, one.wrapping_neg().wrapping_add(TRUNC_CENTRE));
+        let t2 =
+            arith::mul_trunc(ctx, x, x, f + 2 * e - 1)?.add_public_scalar(ctx, one.wrapping_neg());
         // 2·T_2·x and 2·T_2², one product call.
         let level2 = arith::mul_trunc(
             ctx,
             &AShare::concat(&[&t2, &t2]),
             &AShare::concat(&[x, &t2]),
             f - 1,
-        )?
-        .add_public_scalar(ctx, TRUNC_CENTRE);
+        )?;
         let mut level2 = level2.split(&[n, n]).into_iter();
         let (t2x, t2t2) = (
             level2.next().expect("2·T_2·x"),
@@ -482,7 +476,7 @@ fn inject_sum(ctx: &mut Ctx, b: &BShare, d: &AShare, p: &AShare) -> Result<AShar
             .wrapping_add(b2[e].wrapping_mul(d_part[e]));
     }
     let f = ctx.frac_bits();
-    Ok(arith::reshare_trunc(ctx, t, f)?.add_public_scalar(ctx, TRUNC_CENTRE))
+    arith::reshare_trunc(ctx, t, f)
 }
 
 /// The baseline's fixed parts: the reciprocal of `1 + e ∈ (1, 2]`, over

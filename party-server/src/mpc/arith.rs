@@ -8,8 +8,9 @@
 //!
 //! Truncation is ABY3's probabilistic `Π_trunc1`: the value is split into two
 //! addends, `t_0` (uniform, known to P0 and P2) and `t_1 + t_2` (known to P1
-//! after the first round), which are shifted separately.  The result is
-//! `⌊z / 2^d⌋` or one less, except with probability `|z| / 2^64` (`z` being the
+//! after the first round), which are shifted separately and one unit added
+//! back (the two floors lose one unit on average).  The result is
+//! `⌊z / 2^d⌋` or one more, except with probability `|z| / 2^64` (`z` being the
 //! untruncated ring value): when the uniform addend lands within `|z|` of the
 //! signed boundary the two addends wrap, and the result is off by `±2^(64-d)`.
 //! For a fixed-point product of two values with `f` fraction bits,
@@ -233,11 +234,11 @@ pub fn reshare_trunc(ctx: &mut Ctx, mut t: Vec<u64>, d: u32) -> Result<AShare> {
         .for_each(|(v, a)| *v = v.wrapping_add(*a));
     match ctx.index() {
         0 => {
-            // y_0 = t_0 >> d, shared with P2; y_1 arrives from P1.
-            let y0: Vec<u64> = t.iter().map(|&v| shift_right(v, d)).collect();
-            ctx.send(Dir::Prev, t)?;
+            // y_0 = t_0 >> d (+1, centring), shared with P2; y_1 arrives from P1.
+            let y0 = truncated_centred(&t, d);
+            ctx.send(Dir::Prev, t.clone())?;
             ctx.end_round();
-            let y1 = ctx.recv(Dir::Next, n)?;
+            let y1 = recv_audited(ctx, n, &t)?;
             ctx.end_round();
             Ok(AShare { a: y0, b: y1 })
         }
@@ -246,10 +247,9 @@ pub fn reshare_trunc(ctx: &mut Ctx, mut t: Vec<u64>, d: u32) -> Result<AShare> {
             let t2 = ctx.recv(Dir::Next, n)?;
             ctx.end_round();
             let r = ctx.prg(Dir::Next).u64_vec(n);
-            let y1: Vec<u64> = (0..n)
-                .map(|j| shift_right(t[j].wrapping_add(t2[j]), d).wrapping_sub(r[j]))
-                .collect();
-            ctx.send(Dir::Prev, y1.clone())?;
+            let s = zip_map(&t, &t2, u64::wrapping_add);
+            let y1 = zip_map(&s, &r, |v, r| shift_right(v, d).wrapping_sub(r));
+            send_audited(ctx, y1.clone(), s)?;
             ctx.end_round();
             Ok(AShare { a: y1, b: r })
         }
@@ -261,10 +261,44 @@ pub fn reshare_trunc(ctx: &mut Ctx, mut t: Vec<u64>, d: u32) -> Result<AShare> {
             ctx.end_round();
             Ok(AShare {
                 a: r,
-                b: t0.iter().map(|&v| shift_right(v, d)).collect(),
+                b: truncated_centred(&t0, d),
             })
         }
     }
+}
+
+/// `v >> d` plus one unit: the two floors of a split truncation lose
+/// `1` unit on average, which would otherwise accumulate as a bias.
+fn truncated_centred(v: &[u64], d: u32) -> Vec<u64> {
+    v.iter()
+        .map(|&v| shift_right(v, d).wrapping_add(1))
+        .collect()
+}
+
+/// P1's truncated addend to P0 — with, in an audited run, its untruncated
+/// addend too.
+fn send_audited(ctx: &mut Ctx, mut y1: Vec<u64>, addend: Vec<u64>) -> Result<()> {
+    if ctx.audited() {
+        y1.extend(addend);
+    }
+    ctx.send(Dir::Prev, y1)
+}
+
+/// P0's side of [`send_audited`]: in an audited run, counts the elements
+/// whose two addends wrap (signed overflow), i.e. failed truncations.
+fn recv_audited(ctx: &mut Ctx, n: usize, own_addend: &[u64]) -> Result<Vec<u64>> {
+    if !ctx.audited() {
+        return ctx.recv(Dir::Next, n);
+    }
+    let mut got = ctx.recv(Dir::Next, 2 * n)?;
+    let other = got.split_off(n);
+    let fails = own_addend
+        .iter()
+        .zip(&other)
+        .filter(|&(&a, &b)| (a as i64).overflowing_add(b as i64).1)
+        .count();
+    ctx.count_trunc_failures(fails as u64);
+    Ok(got)
 }
 
 /// Probabilistic truncation of a replicated sharing by `d` bits.  1 round,
@@ -273,18 +307,18 @@ pub fn trunc(ctx: &mut Ctx, x: &AShare, d: u32) -> Result<AShare> {
     let n = x.len();
     match ctx.index() {
         0 => {
-            let y1 = ctx.recv(Dir::Next, n)?;
+            let y1 = recv_audited(ctx, n, &x.a)?;
             ctx.end_round();
             Ok(AShare {
-                a: x.a.iter().map(|&v| shift_right(v, d)).collect(),
+                a: truncated_centred(&x.a, d),
                 b: y1,
             })
         }
         1 => {
             let r = ctx.prg(Dir::Next).u64_vec(n);
-            let y1 = zip_map(&x.a, &x.b, |u, v| shift_right(u.wrapping_add(v), d));
-            let y1 = zip_map(&y1, &r, u64::wrapping_sub);
-            ctx.send(Dir::Prev, y1.clone())?;
+            let s = zip_map(&x.a, &x.b, u64::wrapping_add);
+            let y1 = zip_map(&s, &r, |v, r| shift_right(v, d).wrapping_sub(r));
+            send_audited(ctx, y1.clone(), s)?;
             ctx.end_round();
             Ok(AShare { a: y1, b: r })
         }
@@ -293,7 +327,7 @@ pub fn trunc(ctx: &mut Ctx, x: &AShare, d: u32) -> Result<AShare> {
             ctx.end_round();
             Ok(AShare {
                 a: r,
-                b: x.b.iter().map(|&v| shift_right(v, d)).collect(),
+                b: truncated_centred(&x.b, d),
             })
         }
     }
