@@ -6,3 +6,7 @@ pub mod nn;
 pub mod gemm;
 pub mod model;
 pub mod sampler;
+
+pub mod client;
+pub mod net;
+pub mod service;

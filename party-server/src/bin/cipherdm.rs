@@ -1,0 +1,202 @@
+//! `cipherdm`: the native client.  Generates an image privately through the
+//! three party servers of a cluster: the servers see only shares of the
+//! class and the noise, and only this client sees the image.
+//!
+//! `cipherdm generate --cluster cluster.toml --model cipherdm-tiny-silu --class 1 --sampler ddim --steps 50 --seed 1 --out one.png`
+
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use party_server::client::{self, Event, Options};
+use party_server::service::config::ClusterConfig;
+use shared::proto::{SamplerName, VariantName};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Sampler {
+    Ddim,
+    Ddpm,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Variant {
+    Baseline,
+    Cipherdm,
+}
+
+#[derive(Parser)]
+#[command(about = "Private image generation through a three-party cluster")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List the models of the cluster (as party 0 reports them).
+    Models {
+        #[arg(long)]
+        cluster: PathBuf,
+    },
+    /// Generate images and write them side by side to a PNG.
+    Generate {
+        #[arg(long)]
+        cluster: PathBuf,
+        #[arg(long)]
+        model: String,
+        /// Dataset label of the class (default: image i gets class i).
+        #[arg(long)]
+        class: Option<u32>,
+        #[arg(long, value_enum, default_value = "ddim")]
+        sampler: Sampler,
+        #[arg(long, default_value_t = 50)]
+        steps: u32,
+        #[arg(long, value_enum, default_value = "cipherdm")]
+        variant: Variant,
+        #[arg(long, default_value_t = 1)]
+        batch: u32,
+        /// Seed of the noise x_T (the sharing randomness is always fresh).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+        /// Ask for per-step shares and write the reconstructed x_t of every
+        /// step next to the output (`OUT.stepK.png`).
+        #[arg(long)]
+        preview: bool,
+        /// Print one JSON object (seconds, bytes) instead of a progress bar.
+        #[arg(long)]
+        json: bool,
+        /// Give up when no server says anything for this many seconds.
+        #[arg(long, default_value_t = 300)]
+        idle_timeout: u64,
+    },
+}
+
+fn urls(path: &Path) -> Result<[String; 3], String> {
+    let cfg = ClusterConfig::load(path)?;
+    Ok(std::array::from_fn(|i| cfg.party[i].client_url.clone()))
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    match cli.cmd {
+        Cmd::Models { cluster } => {
+            let u = urls(&cluster)?;
+            for m in client::list_models(&u[0]).await? {
+                println!(
+                    "{}: {} {}x{}x{}, classes {:?}, {} fraction bits",
+                    m.name,
+                    m.activation,
+                    m.in_channels,
+                    m.image_size,
+                    m.image_size,
+                    m.class_labels,
+                    m.frac_bits
+                );
+            }
+            Ok(())
+        }
+        Cmd::Generate {
+            cluster,
+            model,
+            class,
+            sampler,
+            steps,
+            variant,
+            batch,
+            seed,
+            out,
+            preview,
+            json,
+            idle_timeout,
+        } => {
+            let u = urls(&cluster)?;
+            let opts = Options {
+                model: model.clone(),
+                class_label: class,
+                sampler: match sampler {
+                    Sampler::Ddim => SamplerName::Ddim,
+                    Sampler::Ddpm => SamplerName::Ddpm,
+                },
+                steps,
+                variant: match variant {
+                    Variant::Baseline => VariantName::Baseline,
+                    Variant::Cipherdm => VariantName::Cipherdm,
+                },
+                batch,
+                seed,
+                preview,
+                idle_timeout: Duration::from_secs(idle_timeout),
+            };
+            let bar = if json {
+                ProgressBar::hidden()
+            } else {
+                let b = ProgressBar::new(0);
+                b.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner} {msg} [{bar:40}] {pos}/{len} steps, {elapsed_precise} (eta {eta})",
+                    )
+                    .expect("valid template")
+                    .progress_chars("=> "),
+                );
+                b.set_message("waiting for the servers to agree");
+                b.enable_steady_tick(Duration::from_millis(200));
+                b
+            };
+            let mut preview_err = None;
+            let mut on_event = |e: Event| match e {
+                Event::Accepted => bar.set_message("computing"),
+                Event::Progress { step, total } => {
+                    bar.set_length(total as u64);
+                    bar.set_position(step as u64);
+                }
+                Event::Preview { step, shape, image } => {
+                    let p = out.with_extension(format!("step{step}.png"));
+                    if let Err(err) = client::write_png(&p, &shape, &image) {
+                        preview_err.get_or_insert(err);
+                    }
+                }
+            };
+            let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
+            let r = client::generate(&u, &opts, &mut rng, &mut on_event).await;
+            bar.finish_and_clear();
+            let o = r?;
+            if let Some(e) = preview_err {
+                eprintln!("warning: preview images: {e}");
+            }
+            client::write_png(&out, &o.shape, &o.images)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "model": model, "sampler": format!("{:?}", opts.sampler).to_lowercase(),
+                        "steps": steps, "batch": batch, "seed": seed, "seconds": o.seconds,
+                        "bytes_received": o.bytes_received, "bytes_sent": o.bytes_sent,
+                        "out": out,
+                    })
+                );
+            } else {
+                eprintln!(
+                    "wrote {} in {:.2} s ({:.1} kB sent, {:.1} kB received)",
+                    out.display(),
+                    o.seconds,
+                    o.bytes_sent as f64 / 1e3,
+                    o.bytes_received as f64 / 1e3
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Err(e) = rt.block_on(run(Cli::parse())) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
