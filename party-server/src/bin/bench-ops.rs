@@ -17,9 +17,10 @@ use party_server::fxp::softmax::{Softmax, SoftmaxConfig};
 use party_server::gemm::Gemm;
 use party_server::mpc::arith::{self, AShare, MatShape};
 use party_server::mpc::bits::{plane_bits, words_for};
+use party_server::mpc::compare::{self, CompareWidth};
 use party_server::mpc::conv::{Conv2dShape, conv2d_fx};
 use party_server::mpc::local::{self, deal, deal_bits, open, open_bits};
-use party_server::mpc::{BShare, Ctx, compare};
+use party_server::mpc::{BShare, Ctx};
 use shared::FixedPoint;
 use std::sync::Barrier;
 use std::time::Instant;
@@ -368,7 +369,10 @@ impl Bench {
                     Some(32),
                     (-14.0, 0.0),
                     f64::exp,
-                    |ctx, x| exp::exp_chebyshev(ctx, x, &series, 32).unwrap(),
+                    |ctx, x| {
+                        exp::exp_chebyshev(ctx, x, &series, CompareWidth { drop: 0, k: 32 })
+                            .unwrap()
+                    },
                 );
             }
         }

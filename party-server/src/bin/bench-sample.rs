@@ -9,9 +9,9 @@ use clap::{Parser, ValueEnum};
 use party_server::fxp::Variant;
 use party_server::model::weights::load_safetensors;
 use party_server::model::{Backend, CpuBackend, CpuTensor, SplitMix64, UNet, UNetConfig, one_hot};
-use party_server::mpc::AShare;
 use party_server::mpc::local::{self, deal, open};
-use party_server::nn::{OpProfile, SecureBackend, SecureConfig, SecureTensor};
+use party_server::mpc::{AShare, Ctx};
+use party_server::nn::{EmulatedBackend, OpProfile, SecureBackend, SecureConfig, SecureTensor};
 use party_server::sampler::{self, SamplerKind, Schedule};
 use shared::FixedPoint;
 use std::cell::RefCell;
@@ -66,6 +66,10 @@ struct Args {
     /// Print time, bytes and rounds per layer kind.
     #[arg(long)]
     profile: bool,
+    /// Count wrapped (failed) probabilistic truncations per layer kind: P1
+    /// also sends P0 its addends (diagnostics; inflates the byte counts).
+    #[arg(long)]
+    audit_truncation: bool,
 }
 
 struct Inputs {
@@ -82,6 +86,8 @@ struct SecureRun {
     cpu_process: f64,
     bytes: [u64; 3],
     rounds: u64,
+    trunc_failures: u64,
+    first_trunc_failure: Option<(&'static str, u64)>,
     profile: BTreeMap<&'static str, OpProfile>,
 }
 
@@ -97,28 +103,23 @@ fn kind(args: &Args) -> SamplerKind {
     }
 }
 
-/// The f32 reference; also returns its first ε prediction.
-fn plaintext(
+/// The sampler on a plaintext back end (the f32 reference, or the
+/// fixed-point emulation); also returns its first ε prediction.
+fn plaintext<B: Backend<Tensor = CpuTensor>>(
+    mut be: B,
     cfg: &UNetConfig,
-    weights: &HashMap<String, CpuTensor>,
     args: &Args,
     inp: &Inputs,
 ) -> (Vec<f32>, Vec<f32>) {
-    let mut be = CpuBackend::with_weights(weights.clone());
     let net = UNet::new(cfg, &mut be).unwrap_or_else(|e| fail(e));
     let n = args.batch;
-    let x = be
-        .from_public(
-            &inp.x_t,
-            &[n, cfg.in_channels, cfg.image_size, cfg.image_size],
-        )
-        .unwrap();
+    let shape = [n, cfg.in_channels, cfg.image_size, cfg.image_size];
+    let x = be.from_public(&inp.x_t, &shape).unwrap();
     let c = inp
         .onehot
         .as_ref()
         .map(|o| be.from_public(o, &[n, o.len() / n]).unwrap());
-    let shape = [n, cfg.in_channels, cfg.image_size, cfg.image_size];
-    let mut noise = |be: &mut CpuBackend, k: usize| be.from_public(&inp.noise[k], &shape);
+    let mut noise = |be: &mut B, k: usize| be.from_public(&inp.noise[k], &shape);
     let (out, first) = run_sampler(&mut be, &net, kind(args), &x, c.as_ref(), &mut noise)
         .unwrap_or_else(|e| fail(e));
     (out.data, first.data)
@@ -155,7 +156,7 @@ fn secure(
         .collect();
     let barrier = Barrier::new(3);
     let cpu0 = local::process_cpu_seconds();
-    let out = local::run(fx, None, |ctx| {
+    let party = |ctx: &mut Ctx| {
         let i = ctx.index();
         barrier.wait();
         let (t0, c0, s0) = (Instant::now(), local::thread_cpu_seconds(), ctx.stats());
@@ -170,6 +171,7 @@ fn secure(
         let (y, first) = run_sampler(&mut be, &net, kind(args), &x, c.as_ref(), &mut noise)
             .unwrap_or_else(|e| fail(e));
         let profile = be.profile().clone();
+        let first_fail = be.first_trunc_failure();
         drop(be);
         let st = ctx.stats() - s0;
         (
@@ -179,8 +181,14 @@ fn secure(
             local::thread_cpu_seconds() - c0,
             st,
             profile,
+            first_fail,
         )
-    });
+    };
+    let out = if args.audit_truncation {
+        local::run_audited(fx, None, party)
+    } else {
+        local::run(fx, None, party)
+    };
     let cpu_process = local::process_cpu_seconds() - cpu0;
     let dec = |s: [AShare; 3]| {
         fx.decode_slice(&open(&s))
@@ -197,6 +205,8 @@ fn secure(
         cpu_process,
         bytes: std::array::from_fn(|i| out[i].4.bytes_sent),
         rounds: out.iter().map(|o| o.4.rounds).max().unwrap_or(0),
+        trunc_failures: out[0].4.trunc_failures,
+        first_trunc_failure: out[0].6,
         profile,
     }
 }
@@ -271,7 +281,7 @@ fn main() {
     let inp = Inputs { x_t, onehot, noise };
 
     let t = Instant::now();
-    let (want, want_eps) = plaintext(&cfg, &weights, &args, &inp);
+    let (want, want_eps) = plaintext(CpuBackend::with_weights(weights.clone()), &cfg, &args, &inp);
     let f32_seconds = t.elapsed().as_secs_f64();
     let variants: Vec<(Variant, &str)> = match args.variant {
         VariantArg::Baseline => vec![(Variant::Baseline, "baseline")],
@@ -293,6 +303,14 @@ fn main() {
     for (variant, name) in variants {
         let r = secure(&cfg, &weights, &args, &inp, variant);
         let p = psnr(&r.sample, &want);
+        let fx = FixedPoint::new(args.frac_bits).unwrap_or_else(|e| fail(e));
+        let emu = EmulatedBackend::new(
+            CpuBackend::with_weights(weights.clone()),
+            fx,
+            SecureConfig::new(variant),
+        );
+        let (emulated, _) = plaintext(emu, &cfg, &args, &inp);
+        let (p_emu, p_sec_emu) = (psnr(&emulated, &want), psnr(&r.sample, &emulated));
         let eps_err = r
             .first_eps
             .iter()
@@ -308,11 +326,14 @@ fn main() {
                     "seconds": r.seconds, "cpu_seconds_per_party": r.cpu, "cpu_seconds_process": r.cpu_process,
                     "bytes_per_party": r.bytes.iter().max(), "bytes_total": r.bytes.iter().sum::<u64>(),
                     "rounds": r.rounds, "psnr_vs_f32": p, "max_abs_err_eps": eps_err, "f32_seconds": f32_seconds,
+                    "psnr_emulated_vs_f32": p_emu, "psnr_vs_emulated": p_sec_emu,
+                    "trunc_failures": args.audit_truncation.then_some(r.trunc_failures),
+                    "first_trunc_failure": r.first_trunc_failure.map(|(op, call)| format!("{op} #{call}")),
                 })
             );
         } else {
             println!(
-                "{} {sampler_name}-{steps} {name} batch {n}: {:.2} s wall (f32 {:.3} s), cpu/party {:.2}/{:.2}/{:.2} s (process {:.2} s), {:.1} MB total ({:.1} MB max/party), {} rounds, PSNR vs f32 {:.1} dB, first-step ε max err {:.2e}",
+                "{} {sampler_name}-{steps} {name} batch {n}: {:.2} s wall (f32 {:.3} s), cpu/party {:.2}/{:.2}/{:.2} s (process {:.2} s), {:.1} MB total ({:.1} MB max/party), {} rounds, PSNR vs f32 {:.1} dB (emulation vs f32 {:.1} dB, vs emulation {:.1} dB), first-step ε max err {:.2e}",
                 args.model,
                 r.seconds,
                 f32_seconds,
@@ -324,21 +345,28 @@ fn main() {
                 *r.bytes.iter().max().unwrap_or(&0) as f64 / 1e6,
                 r.rounds,
                 p,
+                p_emu,
+                p_sec_emu,
                 eps_err
             );
         }
         if args.profile {
             println!(
-                "{:<12} {:>6} {:>9} {:>12} {:>8}",
-                "op", "calls", "seconds", "MB (P0)", "rounds"
+                "{:<12} {:>6} {:>9} {:>12} {:>8} {:>10}",
+                "op", "calls", "seconds", "MB (P0)", "rounds", "trunc fail"
             );
             for (op, s) in &r.profile {
                 println!(
-                    "{op:<12} {:>6} {:>9.3} {:>12.2} {:>8}",
+                    "{op:<12} {:>6} {:>9.3} {:>12.2} {:>8} {:>10}",
                     s.calls,
                     s.seconds,
                     s.bytes_sent as f64 / 1e6,
-                    s.rounds
+                    s.rounds,
+                    if args.audit_truncation {
+                        s.trunc_failures.to_string()
+                    } else {
+                        "-".into()
+                    }
                 );
             }
         }

@@ -42,18 +42,16 @@ use super::poly::{self, Chebyshev};
 use super::recip::InversePower;
 use crate::mpc::arith::{self, AShare};
 use crate::mpc::bits::{BShare, plane_bits};
-use crate::mpc::compare;
+use crate::mpc::compare::{self, CompareWidth};
 use crate::mpc::{Ctx, Dir, Result};
 
 /// Degree of every CipherDM piece: `T_4` is the most two product levels give.
 pub const PIECE_DEGREE: usize = 4;
 
-/// Fraction bits the CipherDM comparisons keep.  Shifting each of the three
-/// components of a replicated sharing right by `s` (logically) changes their
-/// sum to `⌊x/2^s⌋ - c` with a carry `c ∈ {0, 1, 2}`, modulo `2^(64-s)`,
-/// which a comparison on `k ≤ 64 - s` bits does not see: dropping bits is
-/// free, and costs only a zone `[c_j, c_j + 2^(1-7))` above each threshold
-/// where the bit may read 0.  Every piece is fitted across that zone.
+/// Fraction bits the CipherDM comparisons keep ([`compare::msb_coarse`]):
+/// dropping bits is free, and costs only a zone `[c_j, c_j + 2^-7)` above
+/// each threshold where the bit may read 0.  Every piece is fitted across
+/// that zone.
 pub const COMPARE_FRAC_BITS: u32 = 7;
 
 /// Comparison ring width of CipherDM: `|x - c_j| < 2^(17-1-7) = 512`, with
@@ -63,11 +61,6 @@ pub const COMPARE_RING_BITS: u32 = 17;
 /// Width of the zone above each threshold where the region below may be
 /// chosen (see [`COMPARE_FRAC_BITS`]).
 pub const COMPARE_FUZZ: f64 = 2.0 / (1u64 << COMPARE_FRAC_BITS) as f64;
-
-/// ABY3 truncation returns `⌊z/2^d⌋` or one less: adding this one unit
-/// centres the error on 0, so that the large coefficients of the shared
-/// basis do not turn a one-unit bias into a systematic error.
-const TRUNC_CENTRE: u64 = 1;
 
 /// Comparison ring width of the baseline's sign test (`|x| < 2^13`).
 pub const BASELINE_RING_BITS: u32 = 32;
@@ -355,20 +348,14 @@ impl Piecewise {
     /// bit `j·n + i` is for threshold `j`, element `i`.  One `msb` call.
     fn compare(&self, ctx: &mut Ctx, x: &AShare) -> Result<BShare> {
         let fx = ctx.fx();
-        let drop = fx.frac_bits() - COMPARE_FRAC_BITS;
         let shifted: Vec<AShare> = self
             .thresholds
             .iter()
-            .map(|&c| {
-                let z = x.add_public_scalar(ctx, fx.encode(-c).expect("threshold in range"));
-                AShare {
-                    a: z.a.iter().map(|v| v >> drop).collect(),
-                    b: z.b.iter().map(|v| v >> drop).collect(),
-                }
-            })
+            .map(|&c| x.add_public_scalar(ctx, fx.encode(-c).expect("threshold in range")))
             .collect();
         let all = AShare::concat(&shifted.iter().collect::<Vec<_>>());
-        Ok(compare::msb(ctx, &all, COMPARE_RING_BITS)?.not(ctx))
+        let width = CompareWidth::coarse(fx.frac_bits(), COMPARE_FRAC_BITS, COMPARE_RING_BITS);
+        Ok(compare::msb_coarse(ctx, &all, width)?.not(ctx))
     }
 
     /// The protocol: 13 rounds (see the module docs).
@@ -383,16 +370,15 @@ impl Piecewise {
         let e = self.range_exp;
         // T_2 = 2x²/R² - 1: the division by R² rides on the truncation.
         let one = fx.encode(1.0).expect("1 is encodable");
-        let t2 = arith::mul_trunc(ctx, x, x, f + 2 * e - 1)?
-            .add_public_scalar(ctx, one.wrapping_neg().wrapping_add(TRUNC_CENTRE));
+        let t2 =
+            arith::mul_trunc(ctx, x, x, f + 2 * e - 1)?.add_public_scalar(ctx, one.wrapping_neg());
         // 2·T_2·x and 2·T_2², one product call.
         let level2 = arith::mul_trunc(
             ctx,
             &AShare::concat(&[&t2, &t2]),
             &AShare::concat(&[x, &t2]),
             f - 1,
-        )?
-        .add_public_scalar(ctx, TRUNC_CENTRE);
+        )?;
         let mut level2 = level2.split(&[n, n]).into_iter();
         let (t2x, t2t2) = (
             level2.next().expect("2·T_2·x"),
@@ -490,7 +476,7 @@ fn inject_sum(ctx: &mut Ctx, b: &BShare, d: &AShare, p: &AShare) -> Result<AShar
             .wrapping_add(b2[e].wrapping_mul(d_part[e]));
     }
     let f = ctx.frac_bits();
-    Ok(arith::reshare_trunc(ctx, t, f)?.add_public_scalar(ctx, TRUNC_CENTRE))
+    arith::reshare_trunc(ctx, t, f)
 }
 
 /// The baseline's fixed parts: the reciprocal of `1 + e ∈ (1, 2]`, over

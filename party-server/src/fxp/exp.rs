@@ -13,7 +13,7 @@
 
 use super::poly::{self, Chebyshev};
 use crate::mpc::arith::{self, AShare};
-use crate::mpc::compare;
+use crate::mpc::compare::{self, CompareWidth};
 use crate::mpc::{Ctx, Result};
 
 /// Squarings of the baseline exponential (SPU's default iteration count).
@@ -72,15 +72,26 @@ pub fn exp_baseline(ctx: &mut Ctx, x: &AShare) -> Result<AShare> {
     Ok(y)
 }
 
-/// Chebyshev `e^x` for `x ≤ 0`, 0 below [`T_EXP`].  `k` is the comparison
-/// ring width: requires `|x| < 2^(k-1-f)`.
-pub fn exp_chebyshev(ctx: &mut Ctx, x: &AShare, series: &Chebyshev, k: u32) -> Result<AShare> {
+/// Plaintext model of [`exp_baseline`].
+pub fn exp_baseline_plain(x: f64) -> f64 {
+    (1.0 + x / f64::from(1u32 << BASELINE_SQUARINGS)).powi(1 << BASELINE_SQUARINGS)
+}
+
+/// Chebyshev `e^x` for `x ≤ 0`, 0 below [`T_EXP`].  The mask compares at
+/// `width` (requires `|x - T_EXP|` within its range; a coarse width blurs
+/// the mask edge by `2^drop` units, where `e^x ≈ 8e-7`).
+pub fn exp_chebyshev(
+    ctx: &mut Ctx,
+    x: &AShare,
+    series: &Chebyshev,
+    width: CompareWidth,
+) -> Result<AShare> {
     let t_exp = ctx.fx().encode(-series.lo).expect("T_exp encodable");
     // The mask and the series are independent: run them side by side.
     let (keep, z) = ctx.join(
         |c| {
             // keep = x ≥ T_exp, i.e. the sign bit of x - T_exp is clear.
-            let keep = compare::msb(c, &x.add_public_scalar(c, t_exp), k)?.not(c);
+            let keep = compare::msb_coarse(c, &x.add_public_scalar(c, t_exp), width)?.not(c);
             compare::b2a_bit(c, &keep, x.len())
         },
         |c| poly::eval(c, x, series),
@@ -120,7 +131,7 @@ mod tests {
             let x = &sx[ctx.index()];
             (
                 exp_baseline(ctx, x).unwrap(),
-                exp_chebyshev(ctx, x, &series, 32).unwrap(),
+                exp_chebyshev(ctx, x, &series, CompareWidth { drop: 0, k: 32 }).unwrap(),
             )
         });
         let base = dec(&open(&out.clone().map(|o| o.0)));

@@ -1,6 +1,7 @@
 //! GroupNorm on shares: mean, variance, normalised inverse square root,
-//! affine — `14 + msb` rounds (24 for the default variance range, whose
-//! comparisons need a 40-bit ring).
+//! affine — `20 + msb` rounds (30 for the default variance range, whose
+//! comparisons need a 40-bit ring; 6 of them make the variance's and the
+//! normalisation's truncations exact).
 //!
 //! The squares are summed per group before their one truncation (one word
 //! per group on the wire), the `1/m` of the variance is folded into the
@@ -88,6 +89,25 @@ impl GroupNorm {
     }
 }
 
+impl GroupNorm {
+    /// Plaintext model of [`eval`](Self::eval) (same inverse square root,
+    /// fixed-point rounding aside), for emulation.
+    pub fn eval_plain(&self, x: &[f64], gamma: &[f64], beta: &[f64]) -> Vec<f64> {
+        let (m, per) = (self.group_len(), self.channels / self.groups);
+        let mut y = Vec::with_capacity(x.len());
+        for (gi, grp) in x.chunks(m).enumerate() {
+            let mean = grp.iter().sum::<f64>() / m as f64;
+            let ss: f64 = grp.iter().map(|v| (v - mean) * (v - mean)).sum();
+            let r = self.rsqrt.eval_plain(ss + m as f64 * self.eps);
+            for (i, v) in grp.iter().enumerate() {
+                let c = (gi % self.groups) * per + i / self.hw;
+                y.push((v - mean) * r * gamma[c] + beta[c]);
+            }
+        }
+        y
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,8 +159,9 @@ mod tests {
                 "group {grp} (var {var}): relative error {worst} > {bound}"
             );
         }
-        // mean 1 + squares 2 + normalise (msb 8 at k = 40, B2A 2, scale 2)
-        // + series (basis 6, combine 1) beside d·scale (2) + final 2.
-        assert_eq!(out[0].1, 1 + 2 + (8 + 2 + 2) + (6 + 1) + 2);
+        // mean 1 + squares 5 + normalise (msb 8 at k = 40, B2A 2, scale 5)
+        // + series (basis 6, combine 1) beside d·scale (2) + final 2; the
+        // squares and the scale truncate exactly.
+        assert_eq!(out[0].1, 1 + 5 + (8 + 2 + 5) + (6 + 1) + 2);
     }
 }

@@ -9,7 +9,9 @@
 //! accurate; the result is `c^-p · 2^(-pE)`.  The Chebyshev mapping is folded
 //! into the normalising constants, and an optional factor (GroupNorm's `γ`,
 //! softmax's numerators) is multiplied into `2^(-pE)` in the same round.
-//! Rounds: `msb + 2 (B2A) + 2 + 2⌈log2 d⌉ + 1 + 2`.
+//! The products with normalising constants that carry extra fraction bits
+//! truncate exactly (3 more rounds each).  Rounds:
+//! `msb + 2 (B2A) + 2 + 2⌈log2 d⌉ + 1 + 2`, plus those.
 
 use super::poly::{self, Chebyshev};
 use crate::mpc::arith::{self, AShare};
@@ -50,9 +52,9 @@ pub struct Normalized {
 
 /// Significant bits wanted in the smallest normalising constant.
 const CONSTANT_BITS: i32 = 14;
-/// Cap on the extra fraction bits of the normalising constants: each extra
-/// bit doubles the truncation failure rate of the two products that use them
-/// (at 10 bits: |v|·2^-18 per value, on one value per normalised group/row).
+/// Cap on the extra fraction bits of the normalising constants (the
+/// products that use them truncate exactly, see
+/// [`arith::reshare_trunc_exact`], so extra bits cost no failure rate).
 const MAX_EXTRA_BITS: i32 = 10;
 
 /// Default series degrees: relative error 1.5e-6 (1/c on [1/2, 1], degree 7)
@@ -145,7 +147,7 @@ impl InversePower {
     ) -> Result<AShare> {
         let nrm = self.normalize(ctx, x, times)?;
         let g = self.series(ctx, &nrm.t)?;
-        arith::mul_trunc(
+        scale_product(
             ctx,
             &g.repeat_each(nrm.per),
             &nrm.scaled,
@@ -211,12 +213,12 @@ impl InversePower {
             Some((y, per)) => {
                 assert_eq!(y.len(), n * per, "y must have `per` entries per x");
                 let (t, yo) = ctx.join(
-                    |c| arith::mul_trunc(c, x, &to_t, d_t),
+                    |c| scale_product(c, x, &to_t, d_t),
                     |c| arith::mul_trunc(c, &out.repeat_each(per), y, d_out),
                 )?;
                 (t, yo, per)
             }
-            None => (arith::mul_trunc(ctx, x, &to_t, d_t)?, out, 1),
+            None => (scale_product(ctx, x, &to_t, d_t)?, out, 1),
         };
         Ok(Normalized {
             t: t.add_public_scalar(ctx, fx.encode(map_offset).expect("offset")),
@@ -225,6 +227,18 @@ impl InversePower {
             scaled_frac_bits: if times.is_some() { f } else { d_out },
             per,
         })
+    }
+}
+
+/// A product with a normalising constant of `d` fraction bits, truncated by
+/// `d`.  With extra bits (`d > f`) the untruncated value nears `2^(2f+extra)`,
+/// too likely to wrap for a probabilistic truncation, so it truncates
+/// exactly (3 more rounds).
+fn scale_product(ctx: &mut Ctx, x: &AShare, c: &AShare, d: u32) -> Result<AShare> {
+    if d > ctx.frac_bits() {
+        arith::mul_trunc_exact(ctx, x, c, d)
+    } else {
+        arith::mul_trunc(ctx, x, c, d)
     }
 }
 
@@ -277,6 +291,7 @@ mod tests {
                 xs[j]
             );
         }
-        assert_eq!(out[0].2, 7 + 2 + 2 + 6 + 1 + 2);
+        // msb, B2A, exact scaling (5), series (6 + 1), exact product (5).
+        assert_eq!(out[0].2, 7 + 2 + 5 + 6 + 1 + 5);
     }
 }

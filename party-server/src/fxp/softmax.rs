@@ -3,24 +3,31 @@
 //! * Baseline (SPU's default): pairwise max tournament, `exp` by repeated
 //!   squaring, and the division of every element by its broadcast row sum —
 //!   one reciprocal per element.
-//! * CipherDM (Algorithm 1, corrected): grouped max tournament, Chebyshev
-//!   `exp` on `[-14, 0]` masked below, and ONE reciprocal per row whose
-//!   scale is multiplied into the numerators in the same round.
+//! * CipherDM (Algorithm 1, corrected): Chebyshev `exp` on `[-14, 0]`
+//!   masked below, and ONE reciprocal per row whose scale is multiplied
+//!   into the numerators in the same round.  The row maximum only has to
+//!   be close (softmax is shift-invariant; the largest term stays ≈ 1), so
+//!   its pairwise tournament and the exp mask compare coarsely: 6
+//!   fractional bits on a 16-bit ring instead of 32 bits.
 
 use super::Variant;
 use super::exp::{self, ExpCoefficients};
 use super::poly::Chebyshev;
 use super::recip::{InversePower, Power};
 use crate::mpc::arith::{self, AShare};
+use crate::mpc::compare::CompareWidth;
 use crate::mpc::max::max_rows;
 use crate::mpc::{Ctx, Result};
 
 /// Tunables of the softmax protocols.
 #[derive(Debug, Clone)]
 pub struct SoftmaxConfig {
-    /// Comparison ring width: logits must satisfy `|x| < 2^(k-2-f)`.
+    /// Comparison ring width: logit differences must satisfy
+    /// `|x_i - x_j| < 2^(k-1-keep_frac)` (the baseline: `keep_frac = f`).
     pub k: u32,
-    /// Candidates per tournament group in the CipherDM max.
+    /// Fractional bits the CipherDM comparisons read (the rest are dropped).
+    pub keep_frac: u32,
+    /// Candidates per tournament group in the CipherDM max (2 when coarse).
     pub max_group: usize,
     /// Exponential series of the CipherDM variant.
     pub exp: ExpCoefficients,
@@ -31,8 +38,9 @@ pub struct SoftmaxConfig {
 impl Default for SoftmaxConfig {
     fn default() -> Self {
         SoftmaxConfig {
-            k: 32,
-            max_group: 14,
+            k: 16,
+            keep_frac: 6,
+            max_group: 2,
             exp: ExpCoefficients::Fitted(exp::DEFAULT_EXP_DEGREE),
             recip_degree: 4,
         }
@@ -66,11 +74,15 @@ impl Softmax {
 
     /// Softmax of each row of a `rows × cols` row-major matrix.
     pub fn eval(&self, ctx: &mut Ctx, x: &AShare, rows: usize, cols: usize) -> Result<AShare> {
-        let group = match self.variant {
-            Variant::Baseline => 2,
-            Variant::CipherDm => self.cfg.max_group,
+        let f = ctx.frac_bits();
+        let (group, width) = match self.variant {
+            Variant::Baseline => (2, CompareWidth { drop: 0, k: 32 }),
+            Variant::CipherDm => (
+                self.cfg.max_group,
+                CompareWidth::coarse(f, self.cfg.keep_frac, self.cfg.k),
+            ),
         };
-        let max = max_rows(ctx, x, rows, cols, self.cfg.k, group)?;
+        let max = max_rows(ctx, x, rows, cols, width, group)?;
         let d = x.sub(&max.repeat_each(cols));
         match self.variant {
             Variant::Baseline => {
@@ -80,11 +92,37 @@ impl Softmax {
                 arith::mul_fx(ctx, &e, &inv)
             }
             Variant::CipherDm => {
-                let e = exp::exp_chebyshev(ctx, &d, &self.exp_series, self.cfg.k)?;
+                let e = exp::exp_chebyshev(ctx, &d, &self.exp_series, width)?;
                 let sums = e.sum_runs(cols);
                 self.recip.eval(ctx, &sums, Some((&e, cols)))
             }
         }
+    }
+}
+
+impl Softmax {
+    /// Plaintext model of [`eval`](Self::eval) (same exponential, mask and
+    /// reciprocal; the exact maximum, fixed-point rounding aside), for
+    /// emulation.
+    pub fn eval_plain(&self, x: &[f64], cols: usize) -> Vec<f64> {
+        x.chunks(cols)
+            .flat_map(|row| {
+                let m = row.iter().cloned().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = row
+                    .iter()
+                    .map(|v| {
+                        let d = v - m;
+                        match self.variant {
+                            Variant::Baseline => exp::exp_baseline_plain(d),
+                            Variant::CipherDm if d < self.exp_series.lo => 0.0,
+                            Variant::CipherDm => self.exp_series.eval(d),
+                        }
+                    })
+                    .collect();
+                let inv = self.recip.eval_plain(e.iter().sum());
+                e.into_iter().map(move |v| v * inv)
+            })
+            .collect()
     }
 }
 

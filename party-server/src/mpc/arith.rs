@@ -8,8 +8,9 @@
 //!
 //! Truncation is ABY3's probabilistic `Π_trunc1`: the value is split into two
 //! addends, `t_0` (uniform, known to P0 and P2) and `t_1 + t_2` (known to P1
-//! after the first round), which are shifted separately.  The result is
-//! `⌊z / 2^d⌋` or one less, except with probability `|z| / 2^64` (`z` being the
+//! after the first round), which are shifted separately and one unit added
+//! back (the two floors lose one unit on average).  The result is
+//! `⌊z / 2^d⌋` or one more, except with probability `|z| / 2^64` (`z` being the
 //! untruncated ring value): when the uniform addend lands within `|z|` of the
 //! signed boundary the two addends wrap, and the result is off by `±2^(64-d)`.
 //! For a fixed-point product of two values with `f` fraction bits,
@@ -18,6 +19,7 @@
 //! 4 fails once in ~7·10^7 truncations).
 
 use super::Result;
+use super::bits::BShare;
 use super::context::Ctx;
 use super::transport::Dir;
 use shared::PartyShares;
@@ -233,11 +235,11 @@ pub fn reshare_trunc(ctx: &mut Ctx, mut t: Vec<u64>, d: u32) -> Result<AShare> {
         .for_each(|(v, a)| *v = v.wrapping_add(*a));
     match ctx.index() {
         0 => {
-            // y_0 = t_0 >> d, shared with P2; y_1 arrives from P1.
-            let y0: Vec<u64> = t.iter().map(|&v| shift_right(v, d)).collect();
-            ctx.send(Dir::Prev, t)?;
+            // y_0 = t_0 >> d (+1, centring), shared with P2; y_1 arrives from P1.
+            let y0 = truncated_centred(&t, d);
+            ctx.send(Dir::Prev, t.clone())?;
             ctx.end_round();
-            let y1 = ctx.recv(Dir::Next, n)?;
+            let y1 = recv_audited(ctx, n, &t)?;
             ctx.end_round();
             Ok(AShare { a: y0, b: y1 })
         }
@@ -246,10 +248,9 @@ pub fn reshare_trunc(ctx: &mut Ctx, mut t: Vec<u64>, d: u32) -> Result<AShare> {
             let t2 = ctx.recv(Dir::Next, n)?;
             ctx.end_round();
             let r = ctx.prg(Dir::Next).u64_vec(n);
-            let y1: Vec<u64> = (0..n)
-                .map(|j| shift_right(t[j].wrapping_add(t2[j]), d).wrapping_sub(r[j]))
-                .collect();
-            ctx.send(Dir::Prev, y1.clone())?;
+            let s = zip_map(&t, &t2, u64::wrapping_add);
+            let y1 = zip_map(&s, &r, |v, r| shift_right(v, d).wrapping_sub(r));
+            send_audited(ctx, y1.clone(), s)?;
             ctx.end_round();
             Ok(AShare { a: y1, b: r })
         }
@@ -261,10 +262,148 @@ pub fn reshare_trunc(ctx: &mut Ctx, mut t: Vec<u64>, d: u32) -> Result<AShare> {
             ctx.end_round();
             Ok(AShare {
                 a: r,
-                b: t0.iter().map(|&v| shift_right(v, d)).collect(),
+                b: truncated_centred(&t0, d),
             })
         }
     }
+}
+
+/// `v >> d` plus one unit: the two floors of a split truncation lose
+/// `1` unit on average, which would otherwise accumulate as a bias.
+fn truncated_centred(v: &[u64], d: u32) -> Vec<u64> {
+    v.iter()
+        .map(|&v| shift_right(v, d).wrapping_add(1))
+        .collect()
+}
+
+/// P1's truncated addend to P0 — with, in an audited run, its untruncated
+/// addend too.
+fn send_audited(ctx: &mut Ctx, mut y1: Vec<u64>, addend: Vec<u64>) -> Result<()> {
+    if ctx.audited() {
+        y1.extend(addend);
+    }
+    ctx.send(Dir::Prev, y1)
+}
+
+/// P0's side of [`send_audited`]: in an audited run, counts the elements
+/// whose two addends wrap (signed overflow), i.e. failed truncations.
+fn recv_audited(ctx: &mut Ctx, n: usize, own_addend: &[u64]) -> Result<Vec<u64>> {
+    if !ctx.audited() {
+        return ctx.recv(Dir::Next, n);
+    }
+    let mut got = ctx.recv(Dir::Next, 2 * n)?;
+    let other = got.split_off(n);
+    let fails = own_addend
+        .iter()
+        .zip(&other)
+        .filter(|&(&a, &b)| (a as i64).overflowing_add(b as i64).1)
+        .count();
+    ctx.count_trunc_failures(fails as u64);
+    Ok(got)
+}
+
+/// Offset making every supported value non-negative in
+/// [`reshare_trunc_exact`]: `|z| < 2^62`.
+const EXACT_OFFSET: u64 = 1 << 62;
+
+/// Packs the top bit of every value, one bit per value.
+fn top_bits(v: &[u64]) -> Vec<u64> {
+    let mut out = vec![0u64; super::bits::words_for(v.len())];
+    for (j, &x) in v.iter().enumerate() {
+        out[j / 64] |= (x >> 63) << (j % 64);
+    }
+    out
+}
+
+/// [`reshare_trunc`] without the failure case, for `|z| < 2^62`: always
+/// `⌊z/2^d⌋` or one more.  With `z' = z + 2^62 ∈ [0, 2^63)` split into the
+/// addends `a = t_0` and `b = t_1 + t_2 + 2^62`, `a + b = z' + w·2^64` where
+/// the carry is `w = msb(a) ∨ msb(b)` (bit 63 of `z'` is clear), so logical
+/// shifts of the addends give `⌊z'/2^d⌋ + w·2^(64-d)` up to the usual unit.
+/// P1 XOR-shares `msb(b)` beside its round-2 word, one AND and a B2A make
+/// `w` arithmetic.  5 rounds; per element 3 words, 4 words of B2A and 4
+/// bits — worth it where a few large values (row sums, group variances,
+/// normalisations) would otherwise fail with probability `|z|/2^64`.
+pub fn reshare_trunc_exact(ctx: &mut Ctx, mut t: Vec<u64>, d: u32) -> Result<AShare> {
+    assert!((1..64).contains(&d), "truncation by {d} bits");
+    let n = t.len();
+    let w = super::bits::words_for(n);
+    let alpha = ctx.zero_share(n);
+    t.iter_mut()
+        .zip(&alpha)
+        .for_each(|(v, a)| *v = v.wrapping_add(*a));
+    let logical = |v: &[u64]| -> Vec<u64> { v.iter().map(|&x| (x >> d).wrapping_add(1)).collect() };
+    let zeros = || vec![0u64; w];
+    // (y, shares of msb(a), shares of msb(b)); components as in any BShare.
+    let (y, ma, mb) = match ctx.index() {
+        0 => {
+            let y0 = logical(&t);
+            let ma = top_bits(&t);
+            ctx.send(Dir::Prev, t)?;
+            ctx.end_round();
+            let mut got = ctx.recv(Dir::Next, n + w)?;
+            let c1 = got.split_off(n);
+            ctx.end_round();
+            (
+                AShare { a: y0, b: got },
+                BShare { a: ma, b: zeros() },
+                BShare { a: zeros(), b: c1 },
+            )
+        }
+        1 => {
+            let t2 = ctx.recv(Dir::Next, n)?;
+            ctx.end_round();
+            let r = ctx.prg(Dir::Next).u64_vec(n);
+            let b: Vec<u64> = (0..n)
+                .map(|j| t[j].wrapping_add(t2[j]).wrapping_add(EXACT_OFFSET))
+                .collect();
+            let y1: Vec<u64> = (0..n).map(|j| (b[j] >> d).wrapping_sub(r[j])).collect();
+            let c2 = ctx.prg(Dir::Next).u64_vec(w);
+            let c1: Vec<u64> = top_bits(&b).iter().zip(&c2).map(|(m, c)| m ^ c).collect();
+            let mut msg = y1.clone();
+            msg.extend_from_slice(&c1);
+            ctx.send(Dir::Prev, msg)?;
+            ctx.end_round();
+            (
+                AShare { a: y1, b: r },
+                BShare {
+                    a: zeros(),
+                    b: zeros(),
+                },
+                BShare { a: c1, b: c2 },
+            )
+        }
+        _ => {
+            ctx.send(Dir::Prev, t)?;
+            let t0 = ctx.recv(Dir::Next, n)?;
+            ctx.end_round();
+            let r = ctx.prg(Dir::Prev).u64_vec(n);
+            let c2 = ctx.prg(Dir::Prev).u64_vec(w);
+            ctx.end_round();
+            (
+                AShare {
+                    a: r,
+                    b: logical(&t0),
+                },
+                BShare {
+                    a: zeros(),
+                    b: top_bits(&t0),
+                },
+                BShare { a: c2, b: zeros() },
+            )
+        }
+    };
+    // w = ¬(¬msb(a) ∧ ¬msb(b)).
+    let carry = super::bits::and(ctx, &ma.not(ctx), &mb.not(ctx))?.not(ctx);
+    let carry = super::compare::b2a_bit(ctx, &carry, n)?;
+    Ok(y.sub(&carry.mul_public_scalar(1u64 << (64 - d)))
+        .add_public_scalar(ctx, (EXACT_OFFSET >> d).wrapping_neg()))
+}
+
+/// Fixed-point-style product truncated by `d` bits that cannot wrap (see
+/// [`reshare_trunc_exact`]).  5 rounds.
+pub fn mul_trunc_exact(ctx: &mut Ctx, x: &AShare, y: &AShare, d: u32) -> Result<AShare> {
+    reshare_trunc_exact(ctx, product_terms(x, y), d)
 }
 
 /// Probabilistic truncation of a replicated sharing by `d` bits.  1 round,
@@ -273,18 +412,18 @@ pub fn trunc(ctx: &mut Ctx, x: &AShare, d: u32) -> Result<AShare> {
     let n = x.len();
     match ctx.index() {
         0 => {
-            let y1 = ctx.recv(Dir::Next, n)?;
+            let y1 = recv_audited(ctx, n, &x.a)?;
             ctx.end_round();
             Ok(AShare {
-                a: x.a.iter().map(|&v| shift_right(v, d)).collect(),
+                a: truncated_centred(&x.a, d),
                 b: y1,
             })
         }
         1 => {
             let r = ctx.prg(Dir::Next).u64_vec(n);
-            let y1 = zip_map(&x.a, &x.b, |u, v| shift_right(u.wrapping_add(v), d));
-            let y1 = zip_map(&y1, &r, u64::wrapping_sub);
-            ctx.send(Dir::Prev, y1.clone())?;
+            let s = zip_map(&x.a, &x.b, u64::wrapping_add);
+            let y1 = zip_map(&s, &r, |v, r| shift_right(v, d).wrapping_sub(r));
+            send_audited(ctx, y1.clone(), s)?;
             ctx.end_round();
             Ok(AShare { a: y1, b: r })
         }
@@ -293,7 +432,7 @@ pub fn trunc(ctx: &mut Ctx, x: &AShare, d: u32) -> Result<AShare> {
             ctx.end_round();
             Ok(AShare {
                 a: r,
-                b: x.b.iter().map(|&v| shift_right(v, d)).collect(),
+                b: truncated_centred(&x.b, d),
             })
         }
     }
@@ -388,7 +527,9 @@ pub fn matmul_batched_fx(
 /// fraction bits.  The squares stay in local 3-out-of-3 form at double
 /// scale and are summed before the single truncation, so only one word per
 /// run is sent and the result carries one rounding, not one per square.
-/// 2 rounds.  Requires `Σ x² · 2^(2f) < 2^63` per run.
+/// The truncation is exact ([`reshare_trunc_exact`]): a group's sum is
+/// large and would fail with probability `Σx²·2^(2f-64)`.  5 rounds.
+/// Requires `Σ x² · 2^(2f) < 2^62` per run.
 pub fn sum_squares_runs(ctx: &mut Ctx, x: &AShare, len: usize) -> Result<AShare> {
     let t: Vec<u64> =
         x.a.chunks(len)
@@ -400,7 +541,7 @@ pub fn sum_squares_runs(ctx: &mut Ctx, x: &AShare, len: usize) -> Result<AShare>
             })
             .collect();
     let d = ctx.frac_bits();
-    reshare_trunc(ctx, t, d)
+    reshare_trunc_exact(ctx, t, d)
 }
 
 /// Multiplies by public fixed-point constants (already encoded), truncating.  1 round.
@@ -560,6 +701,36 @@ pub(crate) mod tests {
                 assert!((b[r * n + c] - want).abs() <= 2.0 * ulp);
             }
         }
+    }
+
+    /// The exact truncation never wraps, even where the probabilistic one
+    /// fails one time in 8 (|z| = 2^61).
+    #[test]
+    fn exact_truncation_never_wraps() {
+        let n = 4000;
+        let vals: Vec<i64> = (0..n as i64)
+            .map(|i| ((i * 7919) % 4001 - 2000) * (1i64 << 50) + i)
+            .collect();
+        let x: Vec<u64> = vals.iter().map(|&v| v as u64).collect();
+        let one = deal(&vec![1u64; n], 3);
+        let sx = deal(&x, 4);
+        let out = local::run(fx(), Some(4), |ctx| {
+            let i = ctx.index();
+            let before = ctx.stats();
+            let y = mul_trunc_exact(ctx, &sx[i], &one[i], 18).unwrap();
+            (y, ctx.stats() - before)
+        });
+        let got = open(&out.clone().map(|o| o.0));
+        for (g, v) in got.iter().zip(&vals) {
+            let want = v >> 18;
+            let diff = (*g as i64).wrapping_sub(want);
+            assert!(
+                diff == 0 || diff == 1,
+                "{v}: got {}, want {want}",
+                *g as i64
+            );
+        }
+        assert_eq!(out[0].1.rounds, 5);
     }
 
     /// The failure rate of probabilistic truncation follows |z| / 2^64: with

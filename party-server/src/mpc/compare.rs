@@ -23,7 +23,41 @@ fn low_mask(k: u32) -> u64 {
 /// Boolean sharing of the sign bit of `x`, one bit per value (packed).
 /// Requires `|x| < 2^(k-1)` for every value; `k` in `2..=64`.
 pub fn msb(ctx: &mut Ctx, x: &AShare, k: u32) -> Result<BShare> {
+    msb_coarse(ctx, x, CompareWidth { drop: 0, k })
+}
+
+/// Which bits of a ring element a comparison reads: `k` bits above the
+/// lowest `drop`.  Exact comparisons have `drop = 0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompareWidth {
+    /// Low bits ignored.
+    pub drop: u32,
+    /// Ring width of the comparison proper.
+    pub k: u32,
+}
+
+impl CompareWidth {
+    /// Keep `keep_frac` of the `frac` fractional bits and `k` bits in all:
+    /// resolution `2^-keep_frac`, range `|x| < 2^(k-1-keep_frac)`.
+    pub fn coarse(frac: u32, keep_frac: u32, k: u32) -> Self {
+        CompareWidth {
+            drop: frac.saturating_sub(keep_frac),
+            k,
+        }
+    }
+}
+
+/// The sign of `x` judged on its bits above the lowest `drop`: both addends
+/// `v` and `x_2` are shifted right before the `k`-bit addition, which yields
+/// `⌊x/2^drop⌋ − δ` with `δ ∈ {0,1}` (the lost carry; the wrap-around term
+/// `2^(64−drop)` vanishes mod `2^k`).  So the bit is exact for `x < 0` and
+/// `x ≥ 2^drop` and may be either value for `0 ≤ x < 2^drop` — fine where
+/// near-ties may go either way (a row maximum, a mask edge), and `drop`
+/// bits cheaper.  Requires `|x| < 2^(drop+k-1)` and `drop + k ≤ 64`.
+pub fn msb_coarse(ctx: &mut Ctx, x: &AShare, width: CompareWidth) -> Result<BShare> {
+    let CompareWidth { drop, k } = width;
     assert!((2..=64).contains(&k), "ring width {k} outside 2..=64");
+    assert!(drop + k <= 64, "drop {drop} + width {k} exceed 64 bits");
     let n = x.len();
     let w = words_for(n);
     let ku = k as usize;
@@ -35,7 +69,9 @@ pub fn msb(ctx: &mut Ctx, x: &AShare, k: u32) -> Result<BShare> {
     // x_2 is the sharing (0, 0, x_2).
     let (v_share, x2_share) = match ctx.index() {
         0 => {
-            let v: Vec<u64> = (0..n).map(|j| x.a[j].wrapping_add(x.b[j]) & mask).collect();
+            let v: Vec<u64> = (0..n)
+                .map(|j| (x.a[j].wrapping_add(x.b[j]) >> drop) & mask)
+                .collect();
             let vp = to_planes(&v, ku);
             let c0 = ctx.prg(Dir::Prev).u64_vec(ku * w);
             let c1: Vec<u64> = vp.iter().zip(&c0).map(|(a, b)| a ^ b).collect();
@@ -50,7 +86,7 @@ pub fn msb(ctx: &mut Ctx, x: &AShare, k: u32) -> Result<BShare> {
         }
         1 => {
             let c1 = ctx.recv(Dir::Prev, ku * w)?;
-            let x2: Vec<u64> = x.b.iter().map(|v| v & mask).collect();
+            let x2: Vec<u64> = x.b.iter().map(|v| (v >> drop) & mask).collect();
             (
                 BShare {
                     a: c1,
@@ -64,7 +100,7 @@ pub fn msb(ctx: &mut Ctx, x: &AShare, k: u32) -> Result<BShare> {
         }
         _ => {
             let c0 = ctx.prg(Dir::Next).u64_vec(ku * w);
-            let x2: Vec<u64> = x.a.iter().map(|v| v & mask).collect();
+            let x2: Vec<u64> = x.a.iter().map(|v| (v >> drop) & mask).collect();
             (
                 BShare {
                     a: vec![0; ku * w],
@@ -253,6 +289,23 @@ mod tests {
             let (bits, _) = run_msb(&x, k, seed);
             for (b, v) in bits.iter().zip(&xs) {
                 prop_assert_eq!(*b, (*v < 0) as u64);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn coarse_msb_is_the_sign_outside_the_dropped_band(xs in proptest::collection::vec(-(1i64 << 40)..(1i64 << 40), 1..200), drop in 0u32..20, seed in any::<u64>()) {
+            let k = 42 - drop.min(20);
+            let x: Vec<u64> = xs.iter().map(|&v| v as u64).collect();
+            let sx = deal(&x, seed);
+            let out = local::run(fx(), Some(seed), |ctx| msb_coarse(ctx, &sx[ctx.index()], CompareWidth { drop, k }).unwrap());
+            let bits = plane_bits(&open_bits(&out), x.len());
+            for (b, v) in bits.iter().zip(&xs) {
+                if *v < 0 || *v >= 1 << drop {
+                    prop_assert_eq!(*b, (*v < 0) as u64, "x = {}", v);
+                }
             }
         }
     }

@@ -12,6 +12,9 @@ pub struct CommStats {
     /// Communication rounds: sequential message exchanges on the critical
     /// path, counted by the protocols (every party counts the same rounds).
     pub rounds: u64,
+    /// Probabilistic truncations that wrapped (P0's count), known only in an
+    /// audited in-process run ([`super::local::run_audited`]); 0 otherwise.
+    pub trunc_failures: u64,
 }
 
 impl std::ops::Sub for CommStats {
@@ -21,6 +24,7 @@ impl std::ops::Sub for CommStats {
             bytes_sent: self.bytes_sent - o.bytes_sent,
             messages_sent: self.messages_sent - o.messages_sent,
             rounds: self.rounds - o.rounds,
+            trunc_failures: self.trunc_failures - o.trunc_failures,
         }
     }
 }
@@ -45,6 +49,9 @@ pub struct Ctx {
     tag: u64,
     /// Forks made so far: numbers the children's tags.
     forks: u64,
+    /// Truncation audit (in-process runs only): P1 also sends P0 its
+    /// addend, so P0 can count wrapped truncations.  Reveals secrets to P0.
+    audit: bool,
 }
 
 /// A child tag: a fixed mix of the parent's tag, its fork count and the
@@ -92,10 +99,12 @@ impl Ctx {
                 bytes_sent: 16,
                 messages_sent: 1,
                 rounds: 1,
+                trunc_failures: 0,
             },
             fx,
             tag: 0,
             forks: 0,
+            audit: false,
         })
     }
 
@@ -117,6 +126,7 @@ impl Ctx {
             fx: self.fx,
             tag,
             forks: 0,
+            audit: self.audit,
         })
     }
 
@@ -142,7 +152,23 @@ impl Ctx {
         self.stats.bytes_sent += sa.bytes_sent + sb.bytes_sent;
         self.stats.messages_sent += sa.messages_sent + sb.messages_sent;
         self.stats.rounds += sa.rounds.max(sb.rounds);
+        self.stats.trunc_failures += sa.trunc_failures + sb.trunc_failures;
         Ok((ra?, rb?))
+    }
+
+    /// Whether this is an audited in-process run (see [`CommStats::trunc_failures`]).
+    pub(super) fn audited(&self) -> bool {
+        self.audit
+    }
+
+    /// Turns the truncation audit on (in-process runs only).
+    pub(super) fn enable_audit(&mut self) {
+        self.audit = true;
+    }
+
+    /// Records wrapped truncations found by the audit.
+    pub(super) fn count_trunc_failures(&mut self, n: u64) {
+        self.stats.trunc_failures += n;
     }
 
     pub fn party(&self) -> Party {

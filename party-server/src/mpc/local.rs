@@ -16,6 +16,27 @@ where
     R: Send,
     F: Fn(&mut Ctx) -> R + Sync,
 {
+    run_with(fx, seed, false, f)
+}
+
+/// [`run`] with the truncation audit on: P1 also hands P0 its addend of
+/// every probabilistic truncation, and P0 counts the ones that wrapped
+/// (`CommStats::trunc_failures`).  Diagnostics only: it reveals values to
+/// P0 (harmless here, where all three parties are one process) and its
+/// extra words inflate the byte counts.
+pub fn run_audited<R, F>(fx: FixedPoint, seed: Option<u64>, f: F) -> [R; 3]
+where
+    R: Send,
+    F: Fn(&mut Ctx) -> R + Sync,
+{
+    run_with(fx, seed, true, f)
+}
+
+fn run_with<R, F>(fx: FixedPoint, seed: Option<u64>, audit: bool, f: F) -> [R; 3]
+where
+    R: Send,
+    F: Fn(&mut Ctx) -> R + Sync,
+{
     let seeds: [Seed; 3] = match seed {
         Some(s) => {
             let mut key = [0u8; 16];
@@ -43,6 +64,9 @@ where
             .map(|((t, p), s)| {
                 scope.spawn(move || {
                     let mut ctx = Ctx::setup(p, Box::new(t), s, fx).expect("in-memory setup");
+                    if audit {
+                        ctx.enable_audit();
+                    }
                     f(&mut ctx)
                 })
             })

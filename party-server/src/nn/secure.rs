@@ -76,6 +76,8 @@ pub struct OpProfile {
     pub seconds: f64,
     pub bytes_sent: u64,
     pub rounds: u64,
+    /// Wrapped truncations, in an audited in-process run (P0 counts).
+    pub trunc_failures: u64,
 }
 
 /// One party's secure back end.
@@ -84,6 +86,8 @@ pub struct SecureBackend<'a> {
     weights: HashMap<String, SecureTensor>,
     cfg: SecureConfig,
     profile: BTreeMap<&'static str, OpProfile>,
+    /// The op kind and call number of the first wrapped truncation (audit).
+    first_trunc_failure: Option<(&'static str, u64)>,
 }
 
 fn link(e: crate::mpc::Error) -> ModelError {
@@ -102,6 +106,7 @@ impl<'a> SecureBackend<'a> {
             weights,
             cfg,
             profile: BTreeMap::new(),
+            first_trunc_failure: None,
         }
     }
 
@@ -110,6 +115,12 @@ impl<'a> SecureBackend<'a> {
     }
 
     /// Time, bytes and rounds per op kind so far.
+    /// In an audited run: the op kind and its call number (1-based) where a
+    /// truncation first wrapped — later failures are often its consequence.
+    pub fn first_trunc_failure(&self) -> Option<(&'static str, u64)> {
+        self.first_trunc_failure
+    }
+
     pub fn profile(&self) -> &BTreeMap<&'static str, OpProfile> {
         &self.profile
     }
@@ -128,6 +139,10 @@ impl<'a> SecureBackend<'a> {
         p.seconds += t0.elapsed().as_secs_f64();
         p.bytes_sent += st.bytes_sent;
         p.rounds += st.rounds;
+        p.trunc_failures += st.trunc_failures;
+        if st.trunc_failures > 0 && self.first_trunc_failure.is_none() {
+            self.first_trunc_failure = Some((op, p.calls));
+        }
         Ok(out)
     }
 
