@@ -167,10 +167,10 @@ impl Server {
         let links = match self.hub.open(session::session_key(&rid)) {
             Ok(l) => l,
             Err(e) => {
+                drop(permit);
                 let code = match e {
                     OpenError::LinkDown(_) => ErrorCode::PeerUnavailable,
                     OpenError::InUse => ErrorCode::InvalidRequest,
-                    OpenError::Aborted => ErrorCode::Aborted,
                 };
                 send(ws, &error(code, e.to_string())).await;
                 return;
