@@ -214,7 +214,7 @@ impl InversePower {
                 assert_eq!(y.len(), n * per, "y must have `per` entries per x");
                 let (t, yo) = ctx.join(
                     |c| scale_product(c, x, &to_t, d_t),
-                    |c| arith::mul_trunc(c, &out.repeat_each(per), y, d_out),
+                    |c| scale_product(c, &out.repeat_each(per), y, d_out),
                 )?;
                 (t, yo, per)
             }

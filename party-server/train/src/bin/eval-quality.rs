@@ -7,19 +7,24 @@
 //! cargo run --release --bin eval-quality -- --model cipherdm-tiny-silu \
 //!     --sampler ddim --steps 50 --n 1000 --json
 //! ```
-//! Options: `--seed S` (noise), `--batch B`, `--backend f32|candle` (f32 is the
-//! reference; candle runs the same builder with fused kernels),
+//! Options: `--seed S` (noise), `--batch B`, `--backend f32|candle|
+//! emulated-cipherdm|emulated-baseline` (f32 is the reference; candle runs
+//! the same builder with fused kernels; the emulated ones reproduce the
+//! secure back end's approximations and fixed-point rounding in the clear),
 //! `--classifier DIR`, `--grid PATH`, `--data-dir DIR`, `--models DIR`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
+use party_server::fxp::Variant;
 use party_server::model::{
     Backend, CpuBackend, CpuTensor, SplitMix64, UNet, UNetConfig, one_hot, weights,
 };
+use party_server::nn::{EmulatedBackend, SecureConfig};
 use party_server::sampler::{SamplerKind, Schedule, sample};
 use rayon::prelude::*;
+use shared::FixedPoint;
 use train::args::Args;
 use train::candle_backend::CandleBackend;
 use train::classifier::{Classifier, FEATURE_DIM};
@@ -112,7 +117,24 @@ fn generate(
                         .map_err(|e| e.to_string())?;
                     sample_on(CandleBackend::fixed(w), cfg, inputs, &mut noise)?
                 }
-                other => return Err(format!("unknown backend {other:?} (f32 | candle)")),
+                "emulated-cipherdm" | "emulated-baseline" => {
+                    let variant = if backend == "emulated-cipherdm" {
+                        Variant::CipherDm
+                    } else {
+                        Variant::Baseline
+                    };
+                    let be = EmulatedBackend::new(
+                        CpuBackend::with_weights(weights.clone()),
+                        FixedPoint::default(),
+                        SecureConfig::new(variant),
+                    );
+                    sample_on(be, cfg, inputs, &mut noise)?
+                }
+                other => {
+                    return Err(format!(
+                        "unknown backend {other:?} (f32 | candle | emulated-cipherdm | emulated-baseline)"
+                    ));
+                }
             };
             Ok(out.chunks(npix).map(|c| c.to_vec()).collect())
         })
