@@ -11,7 +11,7 @@ mod common;
 use common::{Cluster, MODEL, connect, recv, recv_final, rt, send, send_raw};
 use party_server::client::{self, Options};
 use party_server::fxp::Variant;
-use party_server::model::{ModelError, UNet};
+use party_server::model::{Backend, ModelError, UNet, load_cpu_model};
 use party_server::mpc::AShare;
 use party_server::mpc::local;
 use party_server::net::{link, tls};
@@ -140,6 +140,40 @@ fn network_result_is_bit_identical_to_the_in_process_engine() {
         .collect();
     assert_eq!(got.images, want, "network and in-process results differ");
     assert!(got.images.iter().any(|&v| v != 0.0));
+
+    // The plaintext model on the client's plaintext inputs: checks the
+    // client's encoding and decoding end to end, independently of the engine.
+    let info = rt
+        .block_on(client::list_models(&c.url(0)))
+        .unwrap()
+        .remove(0);
+    let plain = client::plain_inputs(&info, &o).unwrap();
+    let (net, mut cpu) = load_cpu_model(c.dir.join("model")).unwrap();
+    let x = cpu.from_public(&plain.x_t, &[1, 1, 28, 28]).unwrap();
+    let class = cpu
+        .from_public(plain.class.as_ref().unwrap(), &[1, 2])
+        .unwrap();
+    let f32_sample = sampler::sample(
+        &mut cpu,
+        &net,
+        &Schedule::default_linear(),
+        SamplerKind::Ddim { steps: 2 },
+        &x,
+        Some(&class),
+        &mut |_, _| Err(ModelError::Backend("DDIM needs no noise".into())),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let mse = got
+        .images
+        .iter()
+        .zip(&f32_sample.data)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum::<f64>()
+        / got.images.len() as f64;
+    let psnr = 10.0 * (4.0 / mse).log10();
+    eprintln!("networked 2-step DDIM sample vs the f32 model: PSNR {psnr:.1} dB");
+    assert!(psnr > 30.0, "PSNR vs the f32 model {psnr:.1} dB");
 
     // No server logged a share value.
     let logs = c.logs();
