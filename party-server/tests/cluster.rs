@@ -424,6 +424,39 @@ fn a_party_killed_mid_run_makes_the_others_abort_promptly() {
 }
 
 #[test]
+fn a_cancelled_generation_stops_on_all_parties() {
+    let c = Cluster::start("cancel", "", &[]);
+    let rt = rt();
+    rt.block_on(async {
+        let reqs = generates(&c, &opts(50), "cancel-test-1", 1).await;
+        let mut conns = Vec::new();
+        for (i, g) in reqs.into_iter().enumerate() {
+            let mut ws = connect(&c.url(i)).await;
+            send(&mut ws, &ClientMsg::Generate(Box::new(g))).await;
+            conns.push(ws);
+        }
+        loop {
+            match recv(&mut conns[0], TIMEOUT).await {
+                Some(ServerMsg::Accepted { .. }) => continue,
+                Some(ServerMsg::Progress { .. }) => break,
+                other => panic!("expected progress, got {other:?}"),
+            }
+        }
+        send(&mut conns[0], &ClientMsg::Cancel).await;
+        assert_eq!(
+            code(recv_final(&mut conns[0], TIMEOUT).await),
+            ErrorCode::Cancelled
+        );
+        for ws in conns.iter_mut().skip(1) {
+            assert_eq!(code(recv_final(ws, TIMEOUT).await), ErrorCode::Aborted);
+        }
+    });
+    for i in 0..3 {
+        assert_eq!(c.health(i).unwrap()["sessions_running"], 0);
+    }
+}
+
+#[test]
 fn concurrent_sessions_complete_and_excess_ones_are_refused() {
     const N: usize = 3;
     let c = Cluster::start(

@@ -183,16 +183,20 @@ struct SessionState {
     streams: HashMap<(u64, usize), Slot>,
     /// Opened by this party (frames can arrive before it is).
     opened: bool,
-    /// Aborted by a peer or a failed link: every stream is disconnected.
-    dead: bool,
+    /// Per direction: aborted by that peer or its link failed, so every
+    /// stream from it is disconnected.  Only that direction: what the other
+    /// peer sent is still delivered (it may say why the session failed).
+    dead: [bool; 2],
     created: Option<Instant>,
 }
 
 impl SessionState {
-    fn kill(&mut self) {
-        self.dead = true;
-        for slot in self.streams.values_mut() {
-            slot.tx = None;
+    fn kill(&mut self, d: usize) {
+        self.dead[d] = true;
+        for ((_, dir), slot) in self.streams.iter_mut() {
+            if *dir == d {
+                slot.tx = None;
+            }
         }
     }
 }
@@ -235,8 +239,6 @@ pub enum OpenError {
     LinkDown(Dir),
     #[error("this request id was already used")]
     InUse,
-    #[error("a peer aborted this session before it started")]
-    Aborted,
 }
 
 /// A party's two links and the sessions multiplexed over them.
@@ -286,10 +288,9 @@ impl Hub {
         if st.opened {
             return Err(OpenError::InUse);
         }
-        if st.dead {
-            s.close(session);
-            return Err(OpenError::Aborted);
-        }
+        // A session a peer already aborted still opens: what the peer sent
+        // before (its digest of the request) is delivered, then the streams
+        // report the disconnect, so this party learns why it failed.
         st.opened = true;
         Ok(SessionLinks {
             shared: Arc::new(SessionShared {
@@ -324,7 +325,7 @@ impl Hub {
     fn deliver(&self, from: Dir, session: u64, tag: u64, msg: Vec<u64>) {
         let mut s = self.sessions();
         if let Some(st) = s.get(session) {
-            let dead = st.dead;
+            let dead = st.dead[dir_index(from)];
             let slot = st
                 .streams
                 .entry((tag, dir_index(from)))
@@ -336,9 +337,9 @@ impl Hub {
         }
     }
 
-    fn abort_session(&self, session: u64) {
+    fn abort_session(&self, from: Dir, session: u64) {
         if let Some(st) = self.sessions().get(session) {
-            st.kill();
+            st.kill(dir_index(from));
         }
     }
 
@@ -382,7 +383,7 @@ impl Hub {
                     }
                 }
                 for st in hub.sessions().map.values_mut() {
-                    st.kill();
+                    st.kill(dir_index(d));
                 }
                 let _ = done_tx.send(why.to_string());
             })?;
@@ -418,7 +419,7 @@ fn read_loop(hub: &Hub, from: Dir, mut r: TcpStream, keys: &mut Sealer) -> std::
         }
         match kind {
             KIND_DATA => hub.deliver(from, session, tag, msg),
-            _ => hub.abort_session(session),
+            _ => hub.abort_session(from, session),
         }
     }
 }
@@ -516,7 +517,7 @@ impl NetTransport {
             DIRS.map(|d| {
                 st.streams
                     .entry((tag, dir_index(d)))
-                    .or_insert_with(|| Slot::new(dead))
+                    .or_insert_with(|| Slot::new(dead[dir_index(d)]))
                     .rx
                     .take()
             })

@@ -167,10 +167,10 @@ impl Server {
         let links = match self.hub.open(session::session_key(&rid)) {
             Ok(l) => l,
             Err(e) => {
+                drop(permit);
                 let code = match e {
                     OpenError::LinkDown(_) => ErrorCode::PeerUnavailable,
                     OpenError::InUse => ErrorCode::InvalidRequest,
-                    OpenError::Aborted => ErrorCode::Aborted,
                 };
                 send(ws, &error(code, e.to_string())).await;
                 return;
@@ -200,9 +200,8 @@ impl Server {
         let spawned = std::thread::Builder::new()
             .name(format!("session-{rid}"))
             .spawn(move || {
-                let out = session::run(job);
-                let msg = match &out {
-                    Ok(y) => ServerMsg::Result(y.clone()),
+                let msg = match session::run(job) {
+                    Ok(y) => ServerMsg::Result(y),
                     Err(e) => e.to_msg(),
                 };
                 // The session's state is gone: free its slot before the

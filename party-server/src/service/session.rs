@@ -120,11 +120,18 @@ pub fn run(job: Job) -> Result<TensorShares, JobError> {
         t.send(d, mine.clone())
             .map_err(|e| JobError::Aborted(e.to_string()))?;
     }
-    let next = recv_digest(&mut t, Dir::Next, job.start_timeout)?;
-    let prev = recv_digest(&mut t, Dir::Prev, job.start_timeout)?;
-    if next != mine || prev != mine {
+    // Read both before judging: a peer that saw a mismatch first aborts,
+    // and the other peer's digest still tells this party that it was one.
+    let next = recv_digest(&mut t, Dir::Next, job.start_timeout);
+    let prev = recv_digest(&mut t, Dir::Prev, job.start_timeout);
+    if [&next, &prev]
+        .iter()
+        .any(|d| d.as_ref().is_ok_and(|d| *d != mine))
+    {
         return Err(JobError::Mismatch);
     }
+    next?;
+    prev?;
     let _ = job.events.send(ServerMsg::Accepted { party: job.me });
     let out = compute(&job, Box::new(t));
     match out {
