@@ -7,6 +7,9 @@
 //!
 //! `cargo run --release --bin bench-ops -- [--json] [--quick] [--only OP]`
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use party_server::fxp::Variant;
 use party_server::fxp::activation::{self, Activation};

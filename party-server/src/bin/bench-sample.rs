@@ -5,6 +5,9 @@
 //!
 //! `cargo run --release --bin bench-sample -- --model cipherdm-tiny-silu --sampler ddim --steps 50 --variant cipherdm --json`
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, ValueEnum};
 use party_server::fxp::Variant;
 use party_server::model::weights::load_safetensors;

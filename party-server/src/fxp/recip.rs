@@ -36,6 +36,9 @@ pub struct InversePower {
     series: Chebyshev,
     /// Public factor multiplied into the result.
     out_factor: f64,
+    /// The fused products (`y · x^-p`) are probabilities: see
+    /// [`with_probability_products`](Self::with_probability_products).
+    probability_products: bool,
 }
 
 /// An input normalised for the series, see [`InversePower::normalize`].
@@ -77,6 +80,7 @@ impl InversePower {
             hi_exp,
             series,
             out_factor: 1.0,
+            probability_products: false,
         }
     }
 
@@ -84,6 +88,15 @@ impl InversePower {
     /// into the normalising constants).
     pub fn with_factor(mut self, factor: f64) -> Self {
         self.out_factor = factor;
+        self
+    }
+
+    /// Declares that the fused products `y · x^-p` of each `x` sum to at
+    /// most 1 (softmax's numerators over their row sum): then their
+    /// truncations fail with probability at most `2^(f+d-64)` per `x` in
+    /// total, and they stay probabilistic (one word each) instead of exact.
+    pub fn with_probability_products(mut self) -> Self {
+        self.probability_products = true;
         self
     }
 
@@ -214,7 +227,13 @@ impl InversePower {
                 assert_eq!(y.len(), n * per, "y must have `per` entries per x");
                 let (t, yo) = ctx.join(
                     |c| scale_product(c, x, &to_t, d_t),
-                    |c| scale_product(c, &out.repeat_each(per), y, d_out),
+                    |c| {
+                        if self.probability_products {
+                            arith::mul_trunc(c, &out.repeat_each(per), y, d_out)
+                        } else {
+                            scale_product(c, &out.repeat_each(per), y, d_out)
+                        }
+                    },
                 )?;
                 (t, yo, per)
             }

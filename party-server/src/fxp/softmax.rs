@@ -67,7 +67,8 @@ impl Softmax {
         Softmax {
             variant,
             exp_series: cfg.exp.series(),
-            recip: InversePower::new(Power::Reciprocal, -1, hi_exp, degree),
+            recip: InversePower::new(Power::Reciprocal, -1, hi_exp, degree)
+                .with_probability_products(),
             cfg,
         }
     }
