@@ -73,6 +73,7 @@ fn main() {
     let bytes = (count * words * 8) as f64;
 
     // One direction: P0 → P1.
+    let cpu0 = party_server::mpc::local::process_cpu_seconds();
     let (one_way, pair) = {
         let l0 = hubs[0].open(1).expect("open");
         let l1 = hubs[1].open(1).expect("open");
@@ -93,6 +94,11 @@ fn main() {
         l1.finish();
         (bytes / s, (t0, t1))
     };
+
+    // Sender and receiver together: what one byte costs in CPU, independent
+    // of how loaded the machine is.
+    let one_way_cpu = party_server::mpc::local::process_cpu_seconds() - cpu0;
+    let per_cpu_second = bytes / one_way_cpu;
 
     // Latency: ping-pong of one word.
     let (mut t0, mut t1) = pair;
@@ -136,14 +142,17 @@ fn main() {
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"one_way_gb_per_s": one_way / 1e9, "rounds_sent_gb_per_s_per_party": per_party / 1e9,
+            serde_json::json!({"one_way_gb_per_s": one_way / 1e9, "one_way_gb_per_cpu_second": per_cpu_second / 1e9,
+                "rounds_sent_gb_per_s_per_party": per_party / 1e9,
                 "rtt_us": rtt_us, "message_kib": args.msg_kib, "mib": args.mib, "cores": cores})
         );
     } else {
         println!(
-            "one way P0→P1: {:.2} GB/s; all six directions at once: {:.2} GB/s sent per party; \
+            "one way P0→P1: {:.2} GB/s ({:.2} GB per CPU-second, sender and receiver together); \
+             all six directions at once: {:.2} GB/s sent per party; \
              round trip (1 word): {rtt_us:.1} µs  ({} KiB messages, {} MiB, {cores} cores)",
             one_way / 1e9,
+            per_cpu_second / 1e9,
             per_party / 1e9,
             args.msg_kib,
             args.mib
