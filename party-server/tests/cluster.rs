@@ -445,6 +445,14 @@ fn a_party_killed_mid_run_makes_the_others_abort_promptly() {
             "abort took {:?}",
             t.elapsed()
         );
+        // While P2 is down, new requests are refused at once.
+        let reqs = generates(&c, &opts(1), "kill-test-2", 2).await;
+        let mut ws = connect(&c.url(0)).await;
+        send(&mut ws, &ClientMsg::Generate(Box::new(reqs[0].clone()))).await;
+        assert_eq!(
+            code(recv_final(&mut ws, TIMEOUT).await),
+            ErrorCode::PeerUnavailable
+        );
     });
     // Resources freed: no session left on the survivors.
     let t = Instant::now();
