@@ -8,6 +8,11 @@
 //! party-server serve --party 0 --config cluster.toml
 //! ```
 
+/// mimalloc, as in the benchmarks: the links receive into large fresh
+/// buffers, which the system allocator page-faults in on every message.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use party_server::net::tls;
 use party_server::service::config::{ClusterConfig, local_cluster_toml};

@@ -4,6 +4,11 @@
 //!
 //! `cargo run --release --bin bench-link -- --mib 1024`
 
+/// mimalloc, as in the benchmarks: the links receive into large fresh
+/// buffers, which the system allocator page-faults in on every message.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use party_server::mpc::{Dir, Transport};
 use party_server::net::{self, Hub, tls};
