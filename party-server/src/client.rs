@@ -437,7 +437,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
         let r = requests(&info(), &opts(), "abcdefgh".into(), &mut rng).unwrap();
         let s = r.clone().map(|g| g.inputs.x_t.expand().unwrap());
-        let fx = FixedPoint::default();
+        let fx = FixedPoint::new(info().frac_bits).unwrap();
         let want: Vec<u64> = plain_inputs(&info(), &opts())
             .unwrap()
             .x_t

@@ -145,12 +145,17 @@ fn secure_ddim_matches_plaintext() {
         // result; what is left is truncation noise, near-tie choices of the
         // coarse comparisons and, for the baseline, the rounding inside its
         // eight squarings per exponential (amplified 2^8-fold), which the
-        // emulation does not model.
+        // emulation does not model.  In units of the last place (measured:
+        // ~100 for CipherDM at 14 and 18 fraction bits, ~370 for the baseline).
+        let ulp = 1.0 / FixedPoint::default().scale() as f32;
         let bound = match variant {
-            Variant::CipherDm => 2e-3,
-            Variant::Baseline => 1.5e-2,
+            Variant::CipherDm => 150.0 * ulp,
+            Variant::Baseline => 600.0 * ulp,
         };
-        assert!(emu <= bound, "{variant:?}: emulation off by {emu:.2e}");
+        assert!(
+            emu <= bound,
+            "{variant:?}: emulation off by {emu:.2e} > {bound:.2e}"
+        );
         assert!(emu < max, "{variant:?}: emulation no closer than f32");
     }
 }
