@@ -113,10 +113,12 @@ mod tests {
 
     #[test]
     fn encodes_known_values() {
-        let fx = FixedPoint::default();
+        let fx = FixedPoint::new(18).unwrap();
         assert_eq!(fx.encode(1.0).unwrap(), 1 << 18);
         assert_eq!(fx.encode(-1.0).unwrap(), (1u64 << 18).wrapping_neg());
         assert_eq!(fx.encode(0.5).unwrap(), 1 << 17);
+        let d = FixedPoint::default();
+        assert_eq!(d.encode(1.0).unwrap(), 1 << DEFAULT_FRAC_BITS);
         assert_eq!(fx.decode(fx.encode(-3.25).unwrap()), -3.25);
     }
 
