@@ -38,21 +38,8 @@ where
     F: Fn(&mut Ctx) -> R + Sync,
 {
     let seeds: [Seed; 3] = match seed {
-        Some(s) => {
-            let mut key = [0u8; 16];
-            key[..8].copy_from_slice(&s.to_le_bytes());
-            let mut prg = Prg::new(Seed(key));
-            std::array::from_fn(|_| {
-                let mut b = [0u8; 16];
-                prg.fill_bytes(&mut b);
-                Seed(b)
-            })
-        }
-        None => std::array::from_fn(|_| {
-            let mut b = [0u8; 16];
-            getrandom::fill(&mut b).expect("OS randomness");
-            Seed(b)
-        }),
+        Some(s) => derive_seeds(s),
+        None => std::array::from_fn(|_| random_seed()),
     };
     let transports = MemTransport::triple();
     let f = &f;
@@ -76,6 +63,26 @@ where
             .map(|h| h.join().expect("party thread panicked"));
         std::array::from_fn(|_| out.next().expect("three parties"))
     })
+}
+
+/// The three parties' setup seeds derived from one number: reproducible
+/// runs (tests, and the servers' explicitly enabled test mode) only.
+pub fn derive_seeds(seed: u64) -> [Seed; 3] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    let mut prg = Prg::new(Seed(key));
+    std::array::from_fn(|_| {
+        let mut b = [0u8; 16];
+        prg.fill_bytes(&mut b);
+        Seed(b)
+    })
+}
+
+/// A fresh setup seed from the OS.
+pub fn random_seed() -> Seed {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("OS randomness");
+    Seed(b)
 }
 
 /// Shares ring values for the three in-process parties, as a client would

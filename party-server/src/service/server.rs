@@ -9,7 +9,7 @@
 use super::config::{ClusterConfig, Limits};
 use super::session::{self, InputShares, Job};
 use super::store::{self, StoredModel};
-use crate::mpc::Dir;
+use crate::mpc::{Dir, local};
 use crate::net::{self, Hub, OpenError, tls};
 use crate::sampler::Schedule;
 use axum::Router;
@@ -177,8 +177,8 @@ impl Server {
             }
         };
         let own_seed = match self.deterministic {
-            Some(s) => session::deterministic_seeds(s)[self.me.index()],
-            None => session::random_seed(),
+            Some(s) => local::derive_seeds(s)[self.me.index()],
+            None => local::random_seed(),
         };
         let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let cancel = Arc::new(AtomicBool::new(false));

@@ -11,7 +11,7 @@ use crate::net::SessionLinks;
 use crate::nn::{SecureBackend, SecureConfig, SecureTensor};
 use crate::sampler::{SamplerKind, Schedule, sample_with};
 use shared::proto::{ErrorCode, PublicRequest, SamplerName, ServerMsg, TensorShares, VariantName};
-use shared::{Party, PartyShares, Prg, Seed};
+use shared::{Party, PartyShares, Seed};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -53,27 +53,6 @@ pub fn request_digest(r: &PublicRequest) -> Vec<u64> {
 pub fn session_key(request_id: &str) -> u64 {
     let d = ring::digest::digest(&ring::digest::SHA256, request_id.as_bytes());
     u64::from_le_bytes(d.as_ref()[..8].try_into().expect("8 bytes"))
-}
-
-/// The three parties' setup seeds derived from one seed, exactly as
-/// `mpc::local::run(fx, Some(seed), ..)` derives them.  Test-only mode: with
-/// it, every session reuses the same correlated randomness.
-pub fn deterministic_seeds(seed: u64) -> [Seed; 3] {
-    let mut key = [0u8; 16];
-    key[..8].copy_from_slice(&seed.to_le_bytes());
-    let mut prg = Prg::new(Seed(key));
-    std::array::from_fn(|_| {
-        let mut b = [0u8; 16];
-        prg.fill_bytes(&mut b);
-        Seed(b)
-    })
-}
-
-/// A fresh setup seed from the OS.
-pub fn random_seed() -> Seed {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).expect("OS randomness");
-    Seed(b)
 }
 
 /// Why a session ended without a result.
@@ -241,11 +220,11 @@ mod tests {
 
     #[test]
     fn deterministic_seeds_differ_per_party_and_per_seed() {
-        let a = deterministic_seeds(1);
+        let a = crate::mpc::local::derive_seeds(1);
         assert_ne!(a[0], a[1]);
         assert_ne!(a[1], a[2]);
-        assert_ne!(deterministic_seeds(2)[0], a[0]);
-        assert_eq!(deterministic_seeds(1)[2], a[2]);
+        assert_ne!(crate::mpc::local::derive_seeds(2)[0], a[0]);
+        assert_eq!(crate::mpc::local::derive_seeds(1)[2], a[2]);
     }
 
     #[test]
