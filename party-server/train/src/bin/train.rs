@@ -9,6 +9,9 @@
 //! Resumable: re-running the same command continues from `<run>/ckpt.safetensors`
 //! (parameters, EMA, Adam moments, PRNG state, iteration) bit for bit.
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
