@@ -168,6 +168,28 @@ fn timestep_embedding_matches_formula() {
     );
 }
 
+/// Why the tiny configs scale t: with 4 dimensions of the raw t, t and
+/// t + 628 (≈ 200π) get nearly the same embedding; with t/T every pair of
+/// distinct timesteps stays apart.
+#[test]
+fn tiny_time_embedding_does_not_alias() {
+    let dist = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y) * (x - y))
+            .sum::<f32>()
+            .sqrt()
+    };
+    let raw = timestep_embedding(&[100.0, 728.0], 4);
+    assert!(dist(&raw[..4], &raw[4..]) < 0.35, "raw t aliases");
+    let scale = UNetConfig::cipherdm_tiny(Activation::Silu).timestep_scale;
+    let e = timestep_embedding(&[100.0 * scale, 728.0 * scale], 4);
+    assert!(dist(&e[..4], &e[4..]) > 0.5);
+    // Neighbouring steps remain distinguishable too.
+    let n = timestep_embedding(&[500.0 * scale, 520.0 * scale], 4);
+    assert!(dist(&n[..4], &n[4..]) > 0.015);
+}
+
 // ------------------------------------------------------------------ weights
 
 #[test]
