@@ -39,19 +39,29 @@ fn ddim<B: Backend>(be: &mut B, net: &UNet<B>, x: &B::Tensor, class: &B::Tensor)
     .expect("sample")
 }
 
-/// Plaintext DDIM; returns the sample and the random weights it used.
+/// DDIM on a plaintext back end (the f32 reference or the emulation).
+fn ddim_plain<B: Backend<Tensor = CpuTensor>>(
+    be: &mut B,
+    cfg: &UNetConfig,
+    x_t: &[f32],
+    class: usize,
+) -> Vec<f32> {
+    let net = UNet::new(cfg, be).expect("build");
+    let x = be.from_public(x_t, &[1, 1, 28, 28]).unwrap();
+    let c = be.from_public(&one_hot(&[class], 2), &[1, 2]).unwrap();
+    let out = ddim(be, &net, &x, &c);
+    be.read(&out).unwrap()
+}
+
+/// Plaintext DDIM with random weights; returns the sample and the weights.
 fn plaintext(
     cfg: &UNetConfig,
     x_t: &[f32],
     class: usize,
 ) -> (Vec<f32>, HashMap<String, CpuTensor>) {
     let mut be = CpuBackend::random(7);
-    let net = UNet::new(cfg, &mut be).expect("build");
-    let weights = be.created_params().clone();
-    let x = be.from_public(x_t, &[1, 1, 28, 28]).unwrap();
-    let c = be.from_public(&one_hot(&[class], 2), &[1, 2]).unwrap();
-    let out = ddim(&mut be, &net, &x, &c);
-    (be.read(&out).unwrap(), weights)
+    let out = ddim_plain(&mut be, cfg, x_t, class);
+    (out, be.created_params().clone())
 }
 
 fn emulated(
@@ -63,11 +73,7 @@ fn emulated(
 ) -> Vec<f32> {
     let inner = CpuBackend::with_weights(weights.clone());
     let mut be = EmulatedBackend::new(inner, FixedPoint::default(), SecureConfig::new(variant));
-    let net = UNet::new(cfg, &mut be).expect("build");
-    let x = be.from_public(x_t, &[1, 1, 28, 28]).unwrap();
-    let c = be.from_public(&one_hot(&[class], 2), &[1, 2]).unwrap();
-    let out = ddim(&mut be, &net, &x, &c);
-    be.read(&out).unwrap()
+    ddim_plain(&mut be, cfg, x_t, class)
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {

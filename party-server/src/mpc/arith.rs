@@ -237,9 +237,11 @@ pub fn reshare_trunc(ctx: &mut Ctx, mut t: Vec<u64>, d: u32) -> Result<AShare> {
         0 => {
             // y_0 = t_0 >> d (+1, centring), shared with P2; y_1 arrives from P1.
             let y0 = truncated_centred(&t, d);
-            ctx.send(Dir::Prev, t.clone())?;
+            // Only an audit needs the addend after it is sent.
+            let own = ctx.audited().then(|| t.clone());
+            ctx.send(Dir::Prev, t)?;
             ctx.end_round();
-            let y1 = recv_audited(ctx, n, &t)?;
+            let y1 = recv_audited(ctx, n, own.as_deref())?;
             ctx.end_round();
             Ok(AShare { a: y0, b: y1 })
         }
@@ -287,13 +289,13 @@ fn send_audited(ctx: &mut Ctx, mut y1: Vec<u64>, addend: Vec<u64>) -> Result<()>
 
 /// P0's side of [`send_audited`]: in an audited run, counts the elements
 /// whose two addends wrap (signed overflow), i.e. failed truncations.
-fn recv_audited(ctx: &mut Ctx, n: usize, own_addend: &[u64]) -> Result<Vec<u64>> {
-    if !ctx.audited() {
+fn recv_audited(ctx: &mut Ctx, n: usize, own_addend: Option<&[u64]>) -> Result<Vec<u64>> {
+    let Some(own) = own_addend.filter(|_| ctx.audited()) else {
         return ctx.recv(Dir::Next, n);
-    }
+    };
     let mut got = ctx.recv(Dir::Next, 2 * n)?;
     let other = got.split_off(n);
-    let fails = own_addend
+    let fails = own
         .iter()
         .zip(&other)
         .filter(|&(&a, &b)| (a as i64).overflowing_add(b as i64).1)
@@ -412,7 +414,7 @@ pub fn trunc(ctx: &mut Ctx, x: &AShare, d: u32) -> Result<AShare> {
     let n = x.len();
     match ctx.index() {
         0 => {
-            let y1 = recv_audited(ctx, n, &x.a)?;
+            let y1 = recv_audited(ctx, n, Some(&x.a))?;
             ctx.end_round();
             Ok(AShare {
                 a: truncated_centred(&x.a, d),
