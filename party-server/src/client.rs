@@ -1,17 +1,12 @@
 //! The native client: shares a request's inputs, sends each server its
 //! bundle, follows the three progress streams and reconstructs the result.
-//! It uses the same `shared` sharing and message code as the browser client.
+//! The request building and the reconstruction are `shared::request`, the
+//! same code the browser client runs; this module only does the sockets.
 
-use crate::model::{SplitMix64, one_hot};
-use crate::sampler::Schedule;
 use futures_util::{SinkExt, StreamExt};
 use rand_core::CryptoRng;
-use shared::proto::{
-    self, ClientMsg, Generate, Inputs, ModelInfo, PublicRequest, SamplerName, ServerMsg,
-    VariantName,
-};
-use shared::share::{reconstruct, share_seeded};
-use shared::{FixedPoint, PartyBundle, PartyShares};
+use shared::proto::{self, ClientMsg, ModelInfo, ServerMsg};
+use shared::request::{self, Tracker};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -19,47 +14,12 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// What to generate.
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub model: String,
-    /// Dataset label of the class (conditional models); `None`: image i
-    /// gets class i mod classes.
-    pub class_label: Option<u32>,
-    pub sampler: SamplerName,
-    pub steps: u32,
-    pub variant: VariantName,
-    pub batch: u32,
-    /// Seed of the Gaussian noise x_T (and DDPM's per-step noise), drawn as
-    /// `bench-sample` draws it so that the two can be compared.
-    pub seed: u64,
-    pub preview: bool,
-    /// Give up when no server says anything for this long.
-    pub idle_timeout: Duration,
-}
-
-/// What the client reports while it waits.
-#[derive(Debug)]
-pub enum Event {
-    /// Every server accepted (the public requests agree).
-    Accepted,
-    /// The slowest server has finished `step` of `total`.
-    Progress { step: u32, total: u32 },
-    /// Reconstructed x_t entering step `step` (only with `preview`), `[batch, C, H, W]`.
-    Preview {
-        step: u32,
-        shape: Vec<usize>,
-        image: Vec<f32>,
-    },
-}
+pub use shared::request::{Event, Image, Options};
 
 /// A finished generation.
 #[derive(Debug)]
 pub struct Outcome {
-    /// `[batch, C, H, W]`.
-    pub shape: Vec<usize>,
-    /// Pixel values, nominally in [-1, 1].
-    pub images: Vec<f32>,
+    pub image: Image,
     pub seconds: f64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
@@ -111,125 +71,6 @@ pub async fn list_models(url: &str) -> Result<Vec<ModelInfo>, String> {
     }
 }
 
-/// A fresh random request id.
-pub fn random_request_id() -> String {
-    let mut b = [0u8; 12];
-    getrandom::fill(&mut b).expect("OS randomness");
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// The plaintext inputs of a request, as `bench-sample` draws them.
-pub struct PlainInputs {
-    pub x_t: Vec<f32>,
-    pub class: Option<Vec<f32>>,
-    pub noise: Option<Vec<f32>>,
-}
-
-/// Draws x_T (and DDPM noise) from `opts.seed` and builds the one-hot classes.
-pub fn plain_inputs(info: &ModelInfo, opts: &Options) -> Result<PlainInputs, String> {
-    let n = opts.batch as usize;
-    let numel = n * (info.in_channels * info.image_size * info.image_size) as usize;
-    let mut rng = SplitMix64(opts.seed);
-    let mut normal = |len: usize| (0..len).map(|_| rng.normal() as f32).collect::<Vec<f32>>();
-    let x_t = normal(numel);
-    let noise = match opts.sampler {
-        SamplerName::Ddim => None,
-        SamplerName::Ddpm => {
-            let t = Schedule::default_linear().num_steps();
-            Some((0..t - 1).flat_map(|_| normal(numel)).collect())
-        }
-    };
-    let k = info.num_classes as usize;
-    let class = if k == 0 {
-        None
-    } else {
-        let idx = match opts.class_label {
-            Some(l) => {
-                let i = info
-                    .class_labels
-                    .iter()
-                    .position(|&c| c == l)
-                    .ok_or_else(|| {
-                        format!(
-                            "model {} has no class {l}; its classes are {:?}",
-                            info.name, info.class_labels
-                        )
-                    })?;
-                vec![i; n]
-            }
-            None => (0..n).map(|i| i % k).collect(),
-        };
-        Some(one_hot(&idx, k))
-    };
-    Ok(PlainInputs { x_t, class, noise })
-}
-
-fn share_all<R: CryptoRng + ?Sized>(
-    fx: FixedPoint,
-    v: &[f32],
-    rng: &mut R,
-) -> Result<[PartyBundle; 3], String> {
-    let enc: Vec<u64> = v
-        .iter()
-        .map(|&x| fx.encode(x as f64))
-        .collect::<Result<_, _>>()
-        .map_err(fail)?;
-    Ok(share_seeded(&enc, rng))
-}
-
-/// The three servers' `Generate` messages for a request.
-pub fn requests<R: CryptoRng + ?Sized>(
-    info: &ModelInfo,
-    opts: &Options,
-    request_id: String,
-    rng: &mut R,
-) -> Result<[Generate; 3], String> {
-    let fx = FixedPoint::new(info.frac_bits).map_err(fail)?;
-    let plain = plain_inputs(info, opts)?;
-    let request = PublicRequest {
-        request_id,
-        model: opts.model.clone(),
-        sampler: opts.sampler,
-        steps: opts.steps,
-        activation: info.activation.clone(),
-        variant: opts.variant,
-        batch: opts.batch,
-        frac_bits: info.frac_bits,
-        preview: opts.preview,
-    };
-    request.validate().map_err(fail)?;
-    let x = share_all(fx, &plain.x_t, rng)?;
-    let c = plain
-        .class
-        .as_ref()
-        .map(|c| share_all(fx, c, rng))
-        .transpose()?;
-    let z = plain
-        .noise
-        .as_ref()
-        .map(|z| share_all(fx, z, rng))
-        .transpose()?;
-    Ok(std::array::from_fn(|i| Generate {
-        request: request.clone(),
-        inputs: Inputs {
-            x_t: x[i].clone(),
-            class: c.as_ref().map(|c| c[i].clone()),
-            noise: z.as_ref().map(|z| z[i].clone()),
-        },
-    }))
-}
-
-/// Reconstructs from all three servers' shares, checking that the two
-/// reconstructions agree (a server that returns wrong shares is detected).
-pub fn open3(s: &[PartyShares; 3]) -> Result<Vec<u64>, String> {
-    let a = reconstruct(&s[0], &s[1]).map_err(fail)?;
-    let b = reconstruct(&s[1], &s[2]).map_err(fail)?;
-    if a != b {
-        return Err("the servers' result shares are inconsistent".into());
-    }
-    Ok(a)
-}
-
 /// Generates through the three servers at `urls` (P0, P1, P2).
 pub async fn generate<R: CryptoRng + Send + ?Sized>(
     urls: &[String; 3],
@@ -252,8 +93,11 @@ pub async fn generate<R: CryptoRng + Send + ?Sized>(
             )
         })?
         .clone();
-    let fx = FixedPoint::new(info.frac_bits).map_err(fail)?;
-    let reqs = requests(&info, opts, random_request_id(), rng)?;
+    let mut tracker = Tracker::new(&info, opts.batch)?;
+    // The id comes from the OS: `rng` draws only the shares, so that a
+    // seeded `rng` reproduces them exactly (tests against the engine).
+    let id = request::random_request_id(&mut rand_core::UnwrapErr(getrandom::SysRng));
+    let reqs = request::requests(&info, opts, id, rng)?;
     let mut sent = 0u64;
     let mut conns = Vec::new();
     for (url, g) in urls.iter().zip(reqs) {
@@ -284,167 +128,70 @@ pub async fn generate<R: CryptoRng + Send + ?Sized>(
         });
     }
     drop(tx);
-    let mut accepted = [false; 3];
-    let mut steps = [0u32; 3];
-    let mut previews: std::collections::BTreeMap<u32, Vec<PartyShares>> = Default::default();
-    let mut results: [Option<(Vec<u32>, PartyShares)>; 3] = Default::default();
-    while results.iter().any(Option::is_none) {
-        let (i, m, n) = match tokio::time::timeout(opts.idle_timeout, rx.recv()).await {
+    let idle = Duration::from_secs(opts.idle_timeout_secs.into());
+    loop {
+        let (i, m, n) = match tokio::time::timeout(idle, rx.recv()).await {
             Ok(Some(x)) => x,
             Ok(None) => return Err("all servers closed their connections".into()),
             Err(_) => {
                 return Err(format!(
-                    "no message from any server for {:.0} s",
-                    opts.idle_timeout.as_secs_f64()
+                    "no message from any server for {} s",
+                    opts.idle_timeout_secs
                 ));
             }
         };
         received += n;
-        match m? {
-            ServerMsg::Accepted { .. } => {
-                accepted[i] = true;
-                if accepted.iter().all(|&a| a) {
-                    on_event(Event::Accepted);
-                }
+        match tracker
+            .on_message(i, m?)
+            .map_err(|e| format!("{e} [{}]", urls[i]))?
+        {
+            Some(Event::Done(image)) => {
+                return Ok(Outcome {
+                    image,
+                    seconds: t0.elapsed().as_secs_f64(),
+                    bytes_sent: sent,
+                    bytes_received: received,
+                });
             }
-            ServerMsg::Progress { step, total } => {
-                steps[i] = step;
-                let slowest = *steps.iter().min().expect("three");
-                if steps[i] == slowest || i == 0 {
-                    on_event(Event::Progress {
-                        step: slowest,
-                        total,
-                    });
-                }
-            }
-            ServerMsg::Preview { step, tensor } => {
-                let got = previews.entry(step).or_default();
-                got.push(tensor.shares);
-                if got.len() == 2 {
-                    let v = reconstruct(&got[0], &got[1]).map_err(fail)?;
-                    on_event(Event::Preview {
-                        step,
-                        shape: tensor.shape.iter().map(|&d| d as usize).collect(),
-                        image: fx.decode_slice(&v).into_iter().map(|x| x as f32).collect(),
-                    });
-                }
-            }
-            ServerMsg::Result(t) => {
-                if t.shares.party.index() != i {
-                    return Err(format!("{}: result shares for the wrong party", urls[i]));
-                }
-                results[i] = Some((t.shape, t.shares));
-            }
-            ServerMsg::Error { code, message } => {
-                return Err(format!("{}: {code:?}: {message}", urls[i]));
-            }
-            ServerMsg::Models(_) => return Err(format!("{}: unexpected model list", urls[i])),
+            Some(e) => on_event(e),
+            None => {}
         }
     }
-    let results = results.map(|r| r.expect("all present"));
-    let shape = results[0].0.clone();
-    if results.iter().any(|r| r.0 != shape) {
-        return Err("the servers returned different shapes".into());
-    }
-    let shares = results.map(|r| r.1);
-    let v = open3(&shares)?;
-    Ok(Outcome {
-        shape: shape.iter().map(|&d| d as usize).collect(),
-        images: fx.decode_slice(&v).into_iter().map(|x| x as f32).collect(),
-        seconds: t0.elapsed().as_secs_f64(),
-        bytes_sent: sent,
-        bytes_received: received,
-    })
 }
 
-/// Writes `[batch, C, H, W]` images in [-1, 1] side by side as one PNG
-/// (grey for one channel, RGB for three).
-pub fn write_png(path: &std::path::Path, shape: &[usize], x: &[f32]) -> Result<(), String> {
-    let [n, c, h, w] = shape else {
-        return Err(format!("expected a [batch, C, H, W] shape, got {shape:?}"));
-    };
-    let (n, c, h, w) = (*n, *c, *h, *w);
-    let color = match c {
+/// Writes images side by side as one PNG (grey for one channel, RGB for three).
+pub fn write_png(path: &std::path::Path, image: &Image) -> Result<(), String> {
+    let color = match image.channels() {
         1 => png::ColorType::Grayscale,
         3 => png::ColorType::Rgb,
-        _ => return Err(format!("cannot write {c}-channel images")),
+        c => return Err(format!("cannot write {c}-channel images")),
     };
-    let width = n * w;
-    let mut px = vec![0u8; width * h * c];
-    for b in 0..n {
-        for ch in 0..c {
-            for y in 0..h {
-                for xx in 0..w {
-                    let v = x[((b * c + ch) * h + y) * w + xx];
-                    let byte = (((v + 1.0) * 0.5).clamp(0.0, 1.0) * 255.0).round() as u8;
-                    px[(y * width + b * w + xx) * c + ch] = byte;
-                }
-            }
-        }
-    }
     let f = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(f), width as u32, h as u32);
+    let mut enc = png::Encoder::new(
+        std::io::BufWriter::new(f),
+        image.width() as u32,
+        image.height() as u32,
+    );
     enc.set_color(color);
     enc.set_depth(png::BitDepth::Eight);
     let mut wr = enc.write_header().map_err(fail)?;
-    wr.write_image_data(&px).map_err(fail)
+    wr.write_image_data(&image.pixels()).map_err(fail)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::model::SplitMix64;
+    use shared::request::NoiseStream;
 
-    fn info() -> ModelInfo {
-        ModelInfo {
-            name: "m".into(),
-            activation: "silu".into(),
-            in_channels: 1,
-            image_size: 4,
-            num_classes: 2,
-            class_labels: vec![3, 7],
-            frac_bits: 18,
-            schedule_steps: 1000,
-        }
-    }
-
-    fn opts() -> Options {
-        Options {
-            model: "m".into(),
-            class_label: Some(7),
-            sampler: SamplerName::Ddim,
-            steps: 2,
-            variant: VariantName::Cipherdm,
-            batch: 2,
-            seed: 1,
-            preview: false,
-            idle_timeout: Duration::from_secs(1),
-        }
-    }
-
+    /// The clients draw x_T with `shared`'s noise stream, the engine's
+    /// benchmarks with `model::SplitMix64`: a seed must mean the same noise.
     #[test]
-    fn class_labels_map_to_indices_and_unknown_labels_are_refused() {
-        let p = plain_inputs(&info(), &opts()).unwrap();
-        assert_eq!(p.class.unwrap(), vec![0.0, 1.0, 0.0, 1.0]);
-        assert_eq!(p.x_t.len(), 32);
-        let mut o = opts();
-        o.class_label = Some(5);
-        assert!(plain_inputs(&info(), &o).err().unwrap().contains("[3, 7]"));
-    }
-
-    #[test]
-    fn the_three_requests_reconstruct_the_inputs() {
-        use rand::SeedableRng;
-        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-        let r = requests(&info(), &opts(), "abcdefgh".into(), &mut rng).unwrap();
-        let s = r.clone().map(|g| g.inputs.x_t.expand().unwrap());
-        let fx = FixedPoint::new(info().frac_bits).unwrap();
-        let want: Vec<u64> = plain_inputs(&info(), &opts())
-            .unwrap()
-            .x_t
-            .iter()
-            .map(|&x| fx.encode(x as f64).unwrap())
-            .collect();
-        assert_eq!(open3(&s).unwrap(), want);
-        assert!(r.iter().all(|g| g.request == r[0].request));
+    fn client_noise_is_the_engines_noise_stream() {
+        for seed in [0, 1, 3, u64::MAX] {
+            let (mut a, mut b) = (NoiseStream::new(seed), SplitMix64(seed));
+            for _ in 0..1000 {
+                assert_eq!(a.normal().to_bits(), b.normal().to_bits());
+            }
+        }
     }
 }

@@ -37,7 +37,7 @@ fn opts(steps: u32) -> Options {
         batch: 1,
         seed: 3,
         preview: false,
-        idle_timeout: TIMEOUT,
+        idle_timeout_secs: TIMEOUT.as_secs() as u32,
     }
 }
 
@@ -56,7 +56,7 @@ async fn generates(c: &Cluster, o: &Options, id: &str, share_seed: u64) -> [Gene
         .into_iter()
         .find(|m| m.name == MODEL)
         .unwrap();
-    client::requests(&info, o, id.into(), &mut StdRng::seed_from_u64(share_seed)).unwrap()
+    shared::request::requests(&info, o, id.into(), &mut StdRng::seed_from_u64(share_seed)).unwrap()
 }
 
 #[test]
@@ -81,13 +81,13 @@ fn network_result_is_bit_identical_to_the_in_process_engine() {
             &o,
             &mut StdRng::seed_from_u64(SHARE_SEED),
             &mut |e| match e {
-                client::Event::Preview { step, image, .. } => previews.push((step, image)),
+                client::Event::Preview { step, image } => previews.push((step, image)),
                 client::Event::Progress { step, total } => progress.push((step, total)),
-                client::Event::Accepted => {}
+                client::Event::Accepted | client::Event::Done(_) => {}
             },
         ))
         .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
-    assert_eq!(got.shape, vec![1, 1, 28, 28]);
+    assert_eq!(got.image.shape, [1, 1, 28, 28]);
     assert_eq!(progress.last(), Some(&(2, 2)));
     assert_eq!(previews.len(), 2, "one preview per step");
 
@@ -138,8 +138,11 @@ fn network_result_is_bit_identical_to_the_in_process_engine() {
         .into_iter()
         .map(|v| v as f32)
         .collect();
-    assert_eq!(got.images, want, "network and in-process results differ");
-    assert!(got.images.iter().any(|&v| v != 0.0));
+    assert_eq!(
+        got.image.values, want,
+        "network and in-process results differ"
+    );
+    assert!(got.image.values.iter().any(|&v| v != 0.0));
 
     // The plaintext model on the client's plaintext inputs: checks the
     // client's encoding and decoding end to end, independently of the engine.
@@ -147,7 +150,7 @@ fn network_result_is_bit_identical_to_the_in_process_engine() {
         .block_on(client::list_models(&c.url(0)))
         .unwrap()
         .remove(0);
-    let plain = client::plain_inputs(&info, &o).unwrap();
+    let plain = shared::request::plain_inputs(&info, &o).unwrap();
     let (net, mut cpu) = load_cpu_model(c.dir.join("model")).unwrap();
     let x = cpu.from_public(&plain.x_t, &[1, 1, 28, 28]).unwrap();
     let class = cpu
@@ -165,12 +168,13 @@ fn network_result_is_bit_identical_to_the_in_process_engine() {
     )
     .unwrap();
     let mse = got
-        .images
+        .image
+        .values
         .iter()
         .zip(&f32_sample.data)
         .map(|(a, b)| ((a - b) as f64).powi(2))
         .sum::<f64>()
-        / got.images.len() as f64;
+        / got.image.values.len() as f64;
     let psnr = 10.0 * (4.0 / mse).log10();
     eprintln!("networked 2-step DDIM sample vs the f32 model: PSNR {psnr:.1} dB");
     assert!(psnr > 30.0, "PSNR vs the f32 model {psnr:.1} dB");
@@ -545,10 +549,10 @@ fn concurrent_sessions_complete_and_excess_ones_are_refused() {
         })
         .collect();
     for r in &results {
-        assert_eq!(r.images.len(), 28 * 28);
+        assert_eq!(r.image.values.len(), 28 * 28);
     }
     assert_ne!(
-        results[0].images, results[1].images,
+        results[0].image.values, results[1].image.values,
         "different seeds, different images"
     );
     for i in 0..3 {

@@ -4,6 +4,8 @@
 //! * [`party`] — the three party indices and their replicated-sharing neighbours.
 //! * [`prg`] — the AES-128-CTR pseudo-random generator both sides expand seeds with.
 //! * [`proto`] — the versioned client ↔ server messages and their checked decoder.
+//! * [`request`] — one generation from the client's side, without I/O: inputs,
+//!   their shares, and the servers' replies up to the reconstructed image.
 //! * [`share`] — 2-out-of-3 replicated sharing, reconstruction, and the
 //!   seed-compressed form a client sends to the servers.
 
@@ -11,6 +13,7 @@ pub mod fixed;
 pub mod party;
 pub mod prg;
 pub mod proto;
+pub mod request;
 pub mod share;
 
 pub use fixed::{FixedPoint, FixedPointError};

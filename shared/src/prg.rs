@@ -6,7 +6,7 @@
 
 use aes::Aes128;
 use ctr::cipher::{KeyIvInit, StreamCipher};
-use rand_core::CryptoRng;
+use rand_core::{CryptoRng, TryCryptoRng, TryRng};
 use serde::{Deserialize, Serialize};
 
 type Aes128Ctr = ctr::Ctr128LE<Aes128>;
@@ -76,6 +76,30 @@ impl Prg {
         u64::from_le_bytes(b)
     }
 }
+
+/// A keyed AES-CTR stream is a CSPRNG, so a [`Prg`] can also drive share
+/// generation; with a fixed seed that gives the reproducible sharing the
+/// servers' seeded test mode needs (see `request::insecure_test_rng`).
+impl TryRng for Prg {
+    type Error = std::convert::Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        let mut b = [0u8; 4];
+        Prg::fill_bytes(self, &mut b);
+        Ok(u32::from_le_bytes(b))
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        Ok(Prg::next_u64(self))
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        Prg::fill_bytes(self, dst);
+        Ok(())
+    }
+}
+
+impl TryCryptoRng for Prg {}
 
 #[cfg(test)]
 mod tests {

@@ -213,6 +213,25 @@ pub enum ErrorCode {
     Cancelled,
 }
 
+impl ErrorCode {
+    /// What the code means to a person using a client, in a few words.
+    pub fn explain(self) -> &'static str {
+        match self {
+            ErrorCode::Malformed => "could not decode the client's message",
+            ErrorCode::Unexpected => "received a message out of order",
+            ErrorCode::UnknownModel => "does not hold this model",
+            ErrorCode::InvalidRequest => "refused the request as invalid for the model",
+            ErrorCode::Busy => "is busy with other generations; try again in a moment",
+            ErrorCode::Mismatch => "the three servers did not receive the same request",
+            ErrorCode::PeerUnavailable => "cannot reach the other servers",
+            ErrorCode::Aborted => {
+                "the computation stopped (a server failed, timed out or went away)"
+            }
+            ErrorCode::Cancelled => "the generation was cancelled",
+        }
+    }
+}
+
 /// Shares of a tensor from one server: its two replicated components.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorShares {

@@ -69,7 +69,7 @@ enum Cmd {
         json: bool,
         /// Give up when no server says anything for this many seconds.
         #[arg(long, default_value_t = 300)]
-        idle_timeout: u64,
+        idle_timeout: u32,
     },
 }
 
@@ -126,7 +126,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 batch,
                 seed,
                 preview,
-                idle_timeout: Duration::from_secs(idle_timeout),
+                idle_timeout_secs: idle_timeout,
             };
             let bar = if json {
                 ProgressBar::hidden()
@@ -150,12 +150,13 @@ async fn run(cli: Cli) -> Result<(), String> {
                     bar.set_length(total as u64);
                     bar.set_position(step as u64);
                 }
-                Event::Preview { step, shape, image } => {
+                Event::Preview { step, image } => {
                     let p = out.with_extension(format!("step{step}.png"));
-                    if let Err(err) = client::write_png(&p, &shape, &image) {
+                    if let Err(err) = client::write_png(&p, &image) {
                         preview_err.get_or_insert(err);
                     }
                 }
+                Event::Done(_) => {}
             };
             let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
             let r = client::generate(&u, &opts, &mut rng, &mut on_event).await;
@@ -164,7 +165,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             if let Some(e) = preview_err {
                 eprintln!("warning: preview images: {e}");
             }
-            client::write_png(&out, &o.shape, &o.images)?;
+            client::write_png(&out, &o.image)?;
             if json {
                 println!(
                     "{}",
