@@ -9,4 +9,5 @@ pub mod sampler;
 
 pub mod client;
 pub mod net;
+pub mod page;
 pub mod service;

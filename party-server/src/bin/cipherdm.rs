@@ -3,10 +3,12 @@
 //! class and the noise, and only this client sees the image.
 //!
 //! `cipherdm generate --cluster cluster.toml --model cipherdm-tiny-silu --class 1 --sampler ddim --steps 50 --seed 1 --out one.png`
+//! `cipherdm serve-page --cluster cluster.toml --web web --listen 127.0.0.1:8000`
 
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use party_server::client::{self, Event, Options};
+use party_server::page;
 use party_server::service::config::ClusterConfig;
 use shared::proto::{SamplerName, VariantName};
 use std::path::{Path, PathBuf};
@@ -71,6 +73,21 @@ enum Cmd {
         #[arg(long, default_value_t = 300)]
         idle_timeout: u32,
     },
+    /// Serve the web page (the browser client) for the cluster.
+    ServePage {
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The page's directory (`web/`, with the wasm package in `web/pkg`).
+        #[arg(long, default_value = "web")]
+        web: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        listen: String,
+        /// INSECURE, tests only: the page shares every request with the same
+        /// randomness, so that its result can be compared bit for bit with
+        /// the native client's against servers in seeded test mode.
+        #[arg(long)]
+        insecure_share_seed: Option<u64>,
+    },
 }
 
 fn urls(path: &Path) -> Result<[String; 3], String> {
@@ -80,6 +97,12 @@ fn urls(path: &Path) -> Result<[String; 3], String> {
 
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
+        Cmd::ServePage {
+            cluster,
+            web,
+            listen,
+            insecure_share_seed,
+        } => serve_page(&cluster, web, &listen, insecure_share_seed).await,
         Cmd::Models { cluster } => {
             let u = urls(&cluster)?;
             for m in client::list_models(&u[0]).await? {
@@ -188,6 +211,43 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+async fn serve_page(
+    cluster: &Path,
+    web: PathBuf,
+    listen: &str,
+    insecure_share_seed: Option<u64>,
+) -> Result<(), String> {
+    let servers = urls(cluster)?;
+    if !web.join("pkg/client_wasm.js").is_file() {
+        return Err(format!(
+            "{}: no wasm package in pkg/; build it with scripts/build-web.sh",
+            web.display()
+        ));
+    }
+    if insecure_share_seed.is_some() {
+        eprintln!("WARNING: --insecure-share-seed: the page's shares repeat; for tests only");
+    }
+    let app = page::router(
+        web,
+        page::PageConfig {
+            servers,
+            insecure_share_seed,
+        },
+    );
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("{listen}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // One line on stdout, read by scripts and tests to find the port.
+    println!("serving the page at http://{addr}/");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn main() {
