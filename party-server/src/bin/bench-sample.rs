@@ -234,6 +234,7 @@ fn run_sampler<B: Backend>(
         be,
         &Schedule::default_linear(),
         kind,
+        net.config().prediction_type,
         x,
         &mut denoise,
         noise,

@@ -16,7 +16,7 @@ pub mod unet;
 pub mod weights;
 
 pub use backend::{Backend, Init};
-pub use config::{Activation, ClassEmbedding, UNetConfig};
+pub use config::{Activation, ClassEmbedding, Prediction, UNetConfig};
 pub use cpu::{CpuBackend, CpuTensor, SplitMix64};
 pub use meta::MetaBackend;
 pub use unet::{UNet, one_hot, timestep_embedding};

@@ -9,7 +9,7 @@
 //! `t ∈ [0, T)`; β is linear from `beta_start` to `beta_end` over T values;
 //! `ᾱ_t = Π_{s≤t} (1 − β_s)`.
 
-use crate::model::{Backend, Result, UNet};
+use crate::model::{Backend, Prediction, Result, UNet};
 
 /// The noise schedule (computed in f64 in the clear; the coefficients are public).
 #[derive(Clone, Debug)]
@@ -109,13 +109,51 @@ pub fn ddim_timesteps(t: usize, s: usize) -> Vec<usize> {
     (0..s).rev().map(|k| k * ratio).collect()
 }
 
+/// How the network's output `o` turns into the two quantities the samplers
+/// need: `x0 = x0_x·x_t + x0_out·o` and `ε = eps_x·x_t + eps_out·o`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OutputCoeffs {
+    /// see the type
+    pub x0_x: f64,
+    /// see the type
+    pub x0_out: f64,
+    /// see the type
+    pub eps_x: f64,
+    /// see the type
+    pub eps_out: f64,
+}
+
+/// The output conversion at timestep `t` for a model predicting `prediction`.
+pub fn output_coeffs(sched: &Schedule, t: usize, prediction: Prediction) -> OutputCoeffs {
+    let (a, b) = sched.q_coeffs(t);
+    match prediction {
+        Prediction::Epsilon => OutputCoeffs {
+            x0_x: 1.0 / a,
+            x0_out: -b / a,
+            eps_x: 0.0,
+            eps_out: 1.0,
+        },
+        // v = a·ε − b·x0 and x_t = a·x0 + b·ε, with a² + b² = 1.
+        Prediction::VPrediction => OutputCoeffs {
+            x0_x: a,
+            x0_out: -b,
+            eps_x: b,
+            eps_out: a,
+        },
+    }
+}
+
 /// Public coefficients of one DDIM step (η = 0).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DdimCoeffs {
-    /// x0 = `x0_x`·x_t + `x0_eps`·ε
+    /// x0 = `x0_x`·x_t + `x0_out`·o (o: the network's output)
     pub x0_x: f32,
     /// see `x0_x`
-    pub x0_eps: f32,
+    pub x0_out: f32,
+    /// ε = `eps_x`·x_t + `eps_out`·o
+    pub eps_x: f32,
+    /// see `eps_x`
+    pub eps_out: f32,
     /// x_prev = `prev_x0`·clip(x0) + `prev_eps`·ε
     pub prev_x0: f32,
     /// see `prev_x0`
@@ -123,48 +161,65 @@ pub struct DdimCoeffs {
 }
 
 /// DDIM coefficients from t to `t_prev` (`None`: the final step, ᾱ_prev = 1).
-pub fn ddim_coeffs(sched: &Schedule, t: usize, t_prev: Option<usize>) -> DdimCoeffs {
-    let a = sched.alphas_cumprod[t];
+pub fn ddim_coeffs(
+    sched: &Schedule,
+    t: usize,
+    t_prev: Option<usize>,
+    prediction: Prediction,
+) -> DdimCoeffs {
+    let o = output_coeffs(sched, t, prediction);
     let ap = t_prev.map_or(1.0, |p| sched.alphas_cumprod[p]);
     DdimCoeffs {
-        x0_x: (1.0 / a.sqrt()) as f32,
-        x0_eps: (-(1.0 - a).sqrt() / a.sqrt()) as f32,
+        x0_x: o.x0_x as f32,
+        x0_out: o.x0_out as f32,
+        eps_x: o.eps_x as f32,
+        eps_out: o.eps_out as f32,
         prev_x0: ap.sqrt() as f32,
         prev_eps: (1.0 - ap).sqrt() as f32,
     }
 }
 
-/// One DDIM step (η = 0, x0 clipped to [−1, 1]).
+/// One DDIM step (η = 0, x0 clipped to [−1, 1]) from the network output `out`.
 pub fn ddim_step<B: Backend>(
     be: &mut B,
     x: &B::Tensor,
-    eps: &B::Tensor,
+    out: &B::Tensor,
     c: DdimCoeffs,
 ) -> Result<B::Tensor> {
-    let x0 = be.lincomb(c.x0_x, x, c.x0_eps, eps)?;
+    let x0 = be.lincomb(c.x0_x, x, c.x0_out, out)?;
     let x0 = be.clamp(&x0, -1.0, 1.0)?;
-    be.lincomb(c.prev_x0, &x0, c.prev_eps, eps)
+    // ε-prediction: the output is ε itself (no extra rounding on shares).
+    let eps = if c.eps_x == 0.0 && c.eps_out == 1.0 {
+        out.clone()
+    } else {
+        be.lincomb(c.eps_x, x, c.eps_out, out)?
+    };
+    be.lincomb(c.prev_x0, &x0, c.prev_eps, &eps)
 }
 
 /// Public coefficients of one DDPM step.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DdpmCoeffs {
-    /// mean = `mean_x`·x_t + `mean_eps`·ε
+    /// mean = `mean_x`·x_t + `mean_out`·o (o: the network's output)
     pub mean_x: f32,
     /// see `mean_x`
-    pub mean_eps: f32,
+    pub mean_out: f32,
     /// σ_t = sqrt(β_t) (0 at t = 0)
     pub sigma: f32,
 }
 
-/// DDPM coefficients at t: `x_{t−1} = (x_t − β_t/sqrt(1−ᾱ_t)·ε)/sqrt(α_t) + σ_t·z`.
-pub fn ddpm_coeffs(sched: &Schedule, t: usize) -> DdpmCoeffs {
+/// DDPM coefficients at t: `x_{t−1} = (x_t − β_t/sqrt(1−ᾱ_t)·ε)/sqrt(α_t) + σ_t·z`,
+/// with ε written in terms of x_t and the output.
+pub fn ddpm_coeffs(sched: &Schedule, t: usize, prediction: Prediction) -> DdpmCoeffs {
     let b = sched.betas[t];
     let a = 1.0 - b;
     let ab = sched.alphas_cumprod[t];
+    let mean_x = 1.0 / a.sqrt();
+    let mean_eps = -b / ((1.0 - ab).sqrt() * a.sqrt());
+    let o = output_coeffs(sched, t, prediction);
     DdpmCoeffs {
-        mean_x: (1.0 / a.sqrt()) as f32,
-        mean_eps: (-b / ((1.0 - ab).sqrt() * a.sqrt())) as f32,
+        mean_x: (mean_x + mean_eps * o.eps_x) as f32,
+        mean_out: (mean_eps * o.eps_out) as f32,
         sigma: if t > 0 { b.sqrt() as f32 } else { 0.0 },
     }
 }
@@ -173,18 +228,19 @@ pub fn ddpm_coeffs(sched: &Schedule, t: usize) -> DdpmCoeffs {
 pub fn ddpm_step<B: Backend>(
     be: &mut B,
     x: &B::Tensor,
-    eps: &B::Tensor,
+    out: &B::Tensor,
     c: DdpmCoeffs,
     z: Option<&B::Tensor>,
 ) -> Result<B::Tensor> {
-    let mean = be.lincomb(c.mean_x, x, c.mean_eps, eps)?;
+    let mean = be.lincomb(c.mean_x, x, c.mean_out, out)?;
     match z {
         Some(z) if c.sigma != 0.0 => be.lincomb(1.0, &mean, c.sigma, z),
         _ => Ok(mean),
     }
 }
 
-/// Run a sampler with an arbitrary ε-predictor `denoise(be, x_t, t)`.
+/// Run a sampler with an arbitrary denoiser `denoise(be, x_t, t)` whose
+/// output stands for `prediction` (ε or v).
 ///
 /// `x_t_init` is x_T (standard normal, from the caller); `noise(be, k)` must
 /// return the k-th fresh noise tensor (DDPM only, k = 0 … T−2);
@@ -194,6 +250,7 @@ pub fn sample_with<B: Backend>(
     be: &mut B,
     sched: &Schedule,
     kind: SamplerKind,
+    prediction: Prediction,
     x_t_init: &B::Tensor,
     denoise: &mut dyn FnMut(&mut B, &B::Tensor, usize) -> Result<B::Tensor>,
     noise: &mut dyn FnMut(&mut B, usize) -> Result<B::Tensor>,
@@ -203,19 +260,19 @@ pub fn sample_with<B: Backend>(
     let total = ts.len();
     let mut x = x_t_init.clone();
     for (k, &t) in ts.iter().enumerate() {
-        let eps = denoise(be, &x, t)?;
+        let out = denoise(be, &x, t)?;
         x = match kind {
             SamplerKind::Ddim { .. } => {
-                let c = ddim_coeffs(sched, t, ts.get(k + 1).copied());
-                ddim_step(be, &x, &eps, c)?
+                let c = ddim_coeffs(sched, t, ts.get(k + 1).copied(), prediction);
+                ddim_step(be, &x, &out, c)?
             }
             SamplerKind::Ddpm => {
-                let c = ddpm_coeffs(sched, t);
+                let c = ddpm_coeffs(sched, t, prediction);
                 if t > 0 {
                     let z = noise(be, k)?;
-                    ddpm_step(be, &x, &eps, c, Some(&z))?
+                    ddpm_step(be, &x, &out, c, Some(&z))?
                 } else {
-                    ddpm_step(be, &x, &eps, c, None)?
+                    ddpm_step(be, &x, &out, c, None)?
                 }
             }
         };
@@ -241,7 +298,17 @@ pub fn sample<B: Backend>(
         let ts = vec![t as f32; n];
         unet.forward(be, x, &ts, class_onehot)
     };
-    sample_with(be, sched, kind, x_t_init, &mut denoise, noise, progress)
+    let prediction = unet.config().prediction_type;
+    sample_with(
+        be,
+        sched,
+        kind,
+        prediction,
+        x_t_init,
+        &mut denoise,
+        noise,
+        progress,
+    )
 }
 
 #[cfg(test)]
@@ -300,7 +367,7 @@ mod tests {
         let (tt, tp) = (500, 480);
         let x = [0.3f32, -1.2, 2.5, 0.0];
         let e = [0.1f32, 0.9, -0.4, 2.0];
-        let c = ddim_coeffs(&s, tt, Some(tp));
+        let c = ddim_coeffs(&s, tt, Some(tp), Prediction::Epsilon);
         let got = ddim_step(&mut be, &t(&x), &t(&e), c).unwrap().data;
         let (a, ap) = (s.alphas_cumprod[tt], s.alphas_cumprod[tp]);
         for i in 0..4 {
@@ -313,7 +380,7 @@ mod tests {
             );
         }
         // Final step: ᾱ_prev = 1, the result is the clipped x0.
-        let c = ddim_coeffs(&s, 0, None);
+        let c = ddim_coeffs(&s, 0, None, Prediction::Epsilon);
         assert_eq!(c.prev_x0, 1.0);
         assert_eq!(c.prev_eps, 0.0);
     }
@@ -326,7 +393,7 @@ mod tests {
         let e = [0.1f32, 0.9];
         let z = [1.5f32, -0.5];
         for tt in [0usize, 1, 700, 999] {
-            let c = ddpm_coeffs(&s, tt);
+            let c = ddpm_coeffs(&s, tt, Prediction::Epsilon);
             let got = ddpm_step(&mut be, &t(&x), &t(&e), c, Some(&t(&z)))
                 .unwrap()
                 .data;
@@ -360,6 +427,7 @@ mod tests {
             &mut be,
             &s,
             SamplerKind::Ddim { steps: 50 },
+            Prediction::Epsilon,
             &x_t,
             &mut zero,
             &mut no_noise,
@@ -382,6 +450,7 @@ mod tests {
             &mut be,
             &s,
             SamplerKind::Ddpm,
+            Prediction::Epsilon,
             &x_t,
             &mut zero,
             &mut noise,
@@ -394,35 +463,78 @@ mod tests {
 
     #[test]
     fn oracle_denoiser_recovers_the_data_point() {
-        // With the exact ε for a single data point x0*, DDIM (and DDPM's mean) land on x0*.
+        // With the exact ε (or v) for a single data point x0*, DDIM (and
+        // DDPM's mean) land on x0*, whichever quantity the network predicts.
         let s = Schedule::default_linear();
         let target = [0.5f32, -0.25, 0.9, -1.0];
-        let ab = s.alphas_cumprod.clone();
-        let mut oracle = |be: &mut CpuBackend, x: &CpuTensor, tt: usize| {
-            let (a, b) = (ab[tt].sqrt() as f32, (1.0 - ab[tt]).sqrt() as f32);
-            let x0 = be.from_public(&target, &[4])?;
-            be.lincomb(1.0 / b, x, -a / b, &x0)
-        };
-        let mut be = CpuBackend::with_weights(HashMap::new());
-        let x_t = t(&[0.3, -1.1, 2.0, 0.7]);
-        for kind in [
-            SamplerKind::Ddim { steps: 50 },
-            SamplerKind::Ddim { steps: 7 },
-            SamplerKind::Ddpm,
-        ] {
-            let mut zero_noise = |be: &mut CpuBackend, _k: usize| be.from_public(&[0.0; 4], &[4]);
-            let y = sample_with(
-                &mut be,
-                &s,
-                kind,
-                &x_t,
-                &mut oracle,
-                &mut zero_noise,
-                &mut |_, _| {},
-            )
-            .unwrap();
-            for (got, want) in y.data.iter().zip(&target) {
-                assert!((got - want).abs() < 2e-3, "{kind:?}: {:?}", y.data);
+        for prediction in [Prediction::Epsilon, Prediction::VPrediction] {
+            let mut oracle = |be: &mut CpuBackend, x: &CpuTensor, tt: usize| {
+                let (a, b) = s.q_coeffs(tt);
+                let (a, b) = (a as f32, b as f32);
+                let x0 = be.from_public(&target, &[4])?;
+                let eps = be.lincomb(1.0 / b, x, -a / b, &x0)?;
+                match prediction {
+                    Prediction::Epsilon => Ok(eps),
+                    Prediction::VPrediction => be.lincomb(a, &eps, -b, &x0),
+                }
+            };
+            let mut be = CpuBackend::with_weights(HashMap::new());
+            let x_t = t(&[0.3, -1.1, 2.0, 0.7]);
+            for kind in [
+                SamplerKind::Ddim { steps: 50 },
+                SamplerKind::Ddim { steps: 7 },
+                SamplerKind::Ddpm,
+            ] {
+                let mut zero_noise =
+                    |be: &mut CpuBackend, _k: usize| be.from_public(&[0.0; 4], &[4]);
+                let y = sample_with(
+                    &mut be,
+                    &s,
+                    kind,
+                    prediction,
+                    &x_t,
+                    &mut oracle,
+                    &mut zero_noise,
+                    &mut |_, _| {},
+                )
+                .unwrap();
+                for (got, want) in y.data.iter().zip(&target) {
+                    assert!(
+                        (got - want).abs() < 2e-3,
+                        "{prediction:?} {kind:?}: {:?}",
+                        y.data
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn output_conversions_invert_the_forward_process() {
+        // x_t = a·x0 + b·ε; feeding the true ε or v must give back x0 and ε.
+        let s = Schedule::default_linear();
+        let (x0, eps) = (0.7f64, -1.3f64);
+        for tt in [0usize, 1, 500, 999] {
+            let (a, b) = s.q_coeffs(tt);
+            let x = a * x0 + b * eps;
+            for (p, out) in [
+                (Prediction::Epsilon, eps),
+                (Prediction::VPrediction, a * eps - b * x0),
+            ] {
+                let c = output_coeffs(&s, tt, p);
+                let tol = if p == Prediction::Epsilon {
+                    1e-9 / a
+                } else {
+                    1e-9
+                };
+                assert!(
+                    (c.x0_x * x + c.x0_out * out - x0).abs() < tol,
+                    "{p:?} t={tt}"
+                );
+                assert!(
+                    (c.eps_x * x + c.eps_out * out - eps).abs() < 1e-9,
+                    "{p:?} t={tt}"
+                );
             }
         }
     }

@@ -164,6 +164,7 @@ fn compute(job: &Job, transport: Box<dyn Transport>) -> crate::model::Result<Ten
         &mut be,
         &Schedule::default_linear(),
         kind,
+        cfg.prediction_type,
         &x,
         &mut |be, x, t| {
             if job.cancel.load(Ordering::Relaxed) {

@@ -1,7 +1,7 @@
-//! Per-timestep ε-prediction MSE of a model on test images, and the MSE of a
+//! Per-timestep MSE of the network's output (ε or v) of a model on test images, and the MSE of a
 //! DDIM reconstruction started from the noised test images at that t (f32 back end):
 //! `cargo run --release -p train --example denoise_check -- MODEL_DIR [N]`.
-use party_server::model::{Backend, SplitMix64, load_cpu_model, one_hot};
+use party_server::model::{Backend, Prediction, SplitMix64, load_cpu_model, one_hot};
 use party_server::sampler::Schedule;
 
 fn main() {
@@ -27,7 +27,11 @@ fn main() {
         for i in 0..n {
             for &p in ds.image(i) {
                 let z = r.normal() as f32;
-                e.push(z);
+                // The network's target: ε, or v = a·ε − b·x0.
+                e.push(match cfg.prediction_type {
+                    Prediction::Epsilon => z,
+                    Prediction::VPrediction => a as f32 * z - b as f32 * p,
+                });
                 x.push(a as f32 * p + b as f32 * z);
             }
             lab.push(ds.labels[i] as usize);
@@ -58,7 +62,12 @@ fn main() {
             let eps = net
                 .forward(&mut be, &xs, &vec![tt as f32; n], Some(&c))
                 .unwrap();
-            let co = party_server::sampler::ddim_coeffs(&s, tt, seq.get(k + 1).copied());
+            let co = party_server::sampler::ddim_coeffs(
+                &s,
+                tt,
+                seq.get(k + 1).copied(),
+                cfg.prediction_type,
+            );
             xs = party_server::sampler::ddim_step(&mut be, &xs, &eps, co).unwrap();
         }
         let orig: Vec<f32> = (0..n).flat_map(|i| ds.image(i).to_vec()).collect();
@@ -69,6 +78,7 @@ fn main() {
             .map(|(p, q)| (p - q) * (p - q))
             .sum::<f32>()
             / orig.len() as f32;
-        println!("t={t:4} eps-mse {mse:.4}  ddim-from-t reconstruction mse {rec:.4}");
+        println!("t={t:4} {}-mse {mse:.4}", cfg.prediction_type.name());
+        println!("t={t:4}  ddim-from-t reconstruction mse {rec:.4}");
     }
 }

@@ -1,4 +1,4 @@
-//! Train a diffusion U-Net (ε prediction, MSE, uniform t) on MNIST / Fashion-MNIST.
+//! Train a diffusion U-Net (ε or v prediction per its config, MSE, uniform t) on MNIST / Fashion-MNIST.
 //!
 //! ```text
 //! cargo run --release -p train --bin train -- \
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use party_server::model::{SplitMix64, UNet, UNetConfig, one_hot};
+use party_server::model::{Prediction, SplitMix64, UNet, UNetConfig, one_hot};
 use party_server::sampler::Schedule;
 use train::adam::Adam;
 use train::args::Args;
@@ -167,7 +167,7 @@ fn run() -> Result<(), String> {
     while st.iter < iters {
         // Batch: random images, timesteps, noise (all from the seeded PRNG).
         let mut xt = vec![0f32; batch * npix];
-        let mut eps = vec![0f32; batch * npix];
+        let mut target = vec![0f32; batch * npix];
         let mut ts = vec![0f32; batch];
         let mut labels = vec![0usize; batch];
         for b in 0..batch {
@@ -177,7 +177,11 @@ fn run() -> Result<(), String> {
             let img = ds.image(i);
             for p in 0..npix {
                 let e = rng.normal() as f32;
-                eps[b * npix + p] = e;
+                // The regression target: ε, or v = sqrt(ᾱ)·ε − sqrt(1−ᾱ)·x0.
+                target[b * npix + p] = match cfg.prediction_type {
+                    Prediction::Epsilon => e,
+                    Prediction::VPrediction => ca as f32 * e - cb as f32 * img[p],
+                };
                 xt[b * npix + p] = ca as f32 * img[p] + cb as f32 * e;
             }
             ts[b] = t as f32;
@@ -186,7 +190,7 @@ fn run() -> Result<(), String> {
         let shape = [batch, 1, ds.rows, ds.cols];
         let mut step = || -> candle_core::Result<f64> {
             let x = Tensor::from_vec(xt.clone(), &shape, &Device::Cpu)?;
-            let e = Tensor::from_vec(eps.clone(), &shape, &Device::Cpu)?;
+            let e = Tensor::from_vec(target.clone(), &shape, &Device::Cpu)?;
             let c = match ncls {
                 Some(k) => Some(Tensor::from_vec(
                     one_hot(&labels, k),
