@@ -10,6 +10,7 @@ use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, bail,
 };
 use party_server::model::Activation;
+use party_server::model::cpu::gemm_strided;
 use rayon::prelude::*;
 
 fn contiguous<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
@@ -75,29 +76,39 @@ impl Geo {
     fn hw(&self) -> usize {
         self.ho * self.wo
     }
+    /// Output columns `ox` whose input column `ox·s + kx − p` is inside the
+    /// image: the branch-free middle of every im2col row.
+    fn valid_cols(&self, kx: usize) -> std::ops::Range<usize> {
+        let lo = self.p.saturating_sub(kx).div_ceil(self.s);
+        let hi = (self.w + self.p).saturating_sub(kx).div_ceil(self.s);
+        lo.min(self.wo)..hi.min(self.wo).max(lo.min(self.wo))
+    }
     /// im2col of one image into `cols [K, HoWo]`.
     fn im2col(&self, x: &[f32], cols: &mut [f32]) {
-        let (k, hw) = (self.k, self.hw());
+        let (k, hw, s) = (self.k, self.hw(), self.s);
         for c in 0..self.cin {
             for ky in 0..k {
                 for kx in 0..k {
                     let row = (c * k + ky) * k + kx;
                     let dst = &mut cols[row * hw..(row + 1) * hw];
+                    let r = self.valid_cols(kx);
                     for oy in 0..self.ho {
-                        let iy = (oy * self.s + ky) as isize - self.p as isize;
+                        let iy = (oy * s + ky) as isize - self.p as isize;
                         let d = &mut dst[oy * self.wo..(oy + 1) * self.wo];
-                        if iy < 0 || iy as usize >= self.h {
+                        if iy < 0 || iy as usize >= self.h || r.is_empty() {
                             d.fill(0.0);
                             continue;
                         }
                         let src = &x[(c * self.h + iy as usize) * self.w..][..self.w];
-                        for (ox, dv) in d.iter_mut().enumerate() {
-                            let ix = (ox * self.s + kx) as isize - self.p as isize;
-                            *dv = if ix >= 0 && (ix as usize) < self.w {
-                                src[ix as usize]
-                            } else {
-                                0.0
-                            };
+                        d[..r.start].fill(0.0);
+                        d[r.end..].fill(0.0);
+                        let ix0 = r.start * s + kx - self.p;
+                        if s == 1 {
+                            d[r.clone()].copy_from_slice(&src[ix0..ix0 + r.len()]);
+                        } else {
+                            for (j, dv) in d[r.clone()].iter_mut().enumerate() {
+                                *dv = src[ix0 + j * s];
+                            }
                         }
                     }
                 }
@@ -106,23 +117,26 @@ impl Geo {
     }
     /// Scatter-add of `cols [K, HoWo]` back into one image's gradient.
     fn col2im(&self, cols: &[f32], gx: &mut [f32]) {
-        let (k, hw) = (self.k, self.hw());
+        let (k, hw, s) = (self.k, self.hw(), self.s);
         for c in 0..self.cin {
             for ky in 0..k {
                 for kx in 0..k {
                     let row = (c * k + ky) * k + kx;
                     let src = &cols[row * hw..(row + 1) * hw];
+                    let r = self.valid_cols(kx);
+                    if r.is_empty() {
+                        continue;
+                    }
+                    let ix0 = r.start * s + kx - self.p;
                     for oy in 0..self.ho {
-                        let iy = (oy * self.s + ky) as isize - self.p as isize;
+                        let iy = (oy * s + ky) as isize - self.p as isize;
                         if iy < 0 || iy as usize >= self.h {
                             continue;
                         }
                         let dst = &mut gx[(c * self.h + iy as usize) * self.w..][..self.w];
-                        for ox in 0..self.wo {
-                            let ix = (ox * self.s + kx) as isize - self.p as isize;
-                            if ix >= 0 && (ix as usize) < self.w {
-                                dst[ix as usize] += src[oy * self.wo + ox];
-                            }
+                        let sr = &src[oy * self.wo + r.start..oy * self.wo + r.end];
+                        for (j, v) in sr.iter().enumerate() {
+                            dst[ix0 + j * s] += v;
                         }
                     }
                 }
@@ -148,11 +162,6 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-/// `c[m×n] += a[m×k] · b[k×n]`.
-fn gemm_nn(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) {
-    party_server::model::cpu::gemm_acc(a, b, c, m, k, n)
-}
-
 fn conv_fwd(g: &Geo, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
     let (kk, hw) = (g.kk(), g.hw());
     let img = g.cin * g.h * g.w;
@@ -164,7 +173,7 @@ fn conv_fwd(g: &Geo, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
             for (co, bv) in b.iter().enumerate() {
                 o[co * hw..(co + 1) * hw].fill(*bv);
             }
-            gemm_nn(w, cols, o, g.cout, kk, hw);
+            gemm_strided(g.cout, kk, hw, (w, kk, 1), (cols, hw, 1), o, 1.0);
         },
     );
     out
@@ -210,13 +219,6 @@ impl CustomOp3 for Conv2d {
         let (xv, wv, gv) = (vec_of(x)?, vec_of(w)?, vec_of(grad)?);
         let (kk, hw) = (g.kk(), g.hw());
         let img = g.cin * g.h * g.w;
-        // Wᵀ once: [K, Cout].
-        let mut wt = vec![0f32; kk * g.cout];
-        for co in 0..g.cout {
-            for r in 0..kk {
-                wt[r * g.cout + co] = wv[co * kk + r];
-            }
-        }
         let mut gx = vec![0f32; g.n * img];
         let gw = gx
             .par_chunks_mut(img)
@@ -232,17 +234,10 @@ impl CustomOp3 for Conv2d {
                 |(mut gw, mut cols, mut gcols), (i, gxi)| {
                     let gy = &gv[i * g.cout * hw..(i + 1) * g.cout * hw];
                     g.im2col(&xv[i * img..(i + 1) * img], &mut cols);
-                    // gW[co, r] += Σ_p gy[co, p] · cols[r, p]
-                    for co in 0..g.cout {
-                        let gyr = &gy[co * hw..(co + 1) * hw];
-                        for r in 0..kk {
-                            let cr = &cols[r * hw..(r + 1) * hw];
-                            gw[co * kk + r] += dot(gyr, cr);
-                        }
-                    }
+                    // gW[co, r] += Σ_p gy[co, p] · cols[r, p]  (gy · colsᵀ)
+                    gemm_strided(g.cout, hw, kk, (gy, hw, 1), (&cols, 1, hw), &mut gw, 1.0);
                     // gcols = Wᵀ · gy, then col2im.
-                    gcols.fill(0.0);
-                    gemm_nn(&wt, gy, &mut gcols, kk, g.cout, hw);
+                    gemm_strided(kk, g.cout, hw, (&wv, 1, kk), (gy, hw, 1), &mut gcols, 0.0);
                     g.col2im(&gcols, gxi);
                     (gw, cols, gcols)
                 },
