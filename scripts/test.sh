@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The project's test command: formatting, lints, native tests, and the wasm
-# client's tests in headless Chromium.  Run scripts/setup.sh once first.
+# The project's test command: formatting, lints, native tests (among them the
+# web page end to end against three real servers, in headless Chromium), and
+# the wasm client's tests in headless Chromium.  Run scripts/setup.sh once first.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -12,7 +13,10 @@ cargo fmt --all --check
 step "cargo clippy (workspace, all targets, -D warnings)"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "native tests"
+step "wasm package for the page (scripts/build-web.sh)"
+bash scripts/build-web.sh
+
+step "native tests (with the page end to end in headless Chromium: party-server/tests/browser_e2e.rs)"
 cargo test --workspace
 
 step "benchmark smoke run (bench-ops --quick)"
