@@ -245,7 +245,7 @@ pub fn ddpm_step<B: Backend>(
 /// `x_t_init` is x_T (standard normal, from the caller); `noise(be, k)` must
 /// return the k-th fresh noise tensor (DDPM only, k = 0 … T−2);
 /// `progress(done, total)` is called after every step.
-#[allow(clippy::type_complexity)]
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
 pub fn sample_with<B: Backend>(
     be: &mut B,
     sched: &Schedule,
