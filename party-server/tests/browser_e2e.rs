@@ -16,7 +16,7 @@
 //! fails) and the wasm package in `web/pkg` (`scripts/build-web.sh`).
 //!
 //! Environment: `CDM_E2E_STEPS` (DDIM steps, default 5: the debug servers
-//! are slow), `UPDATE_SCREENSHOT=1` (write the screenshot to
+//! are slow), `CDM_E2E_MODEL` (default `cipherdm-tiny-silu`), `UPDATE_SCREENSHOT=1` (write the screenshot to
 //! `docs/images/web-page.png` instead of the target directory).  The README's
 //! browser timings come from `CDM_E2E_STEPS=50 cargo test --release -p
 //! party-server --test browser_e2e -- --nocapture`.
@@ -40,8 +40,11 @@ use std::time::{Duration, Instant};
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CIPHERDM: &str = env!("CARGO_BIN_EXE_cipherdm");
-/// The name the page must find among the servers' models and select.
-const MODEL: &str = "cipherdm-tiny-silu";
+/// The model the page must find among the servers' models and select
+/// (`CDM_E2E_MODEL`, a directory under `party-server/models`).
+fn model() -> String {
+    std::env::var("CDM_E2E_MODEL").unwrap_or_else(|_| "cipherdm-tiny-silu".into())
+}
 const SERVER_SEED: u64 = 21;
 const SHARE_SEED: u64 = 5;
 const NOISE_SEED: u64 = 7;
@@ -315,7 +318,7 @@ impl Browser {
     /// Picks the model, class, DDIM with `steps` and the seed, as a person
     /// would, and presses Generate.
     fn request(&self, steps: u32) {
-        self.click(&format!("#model option[value='{MODEL}']"));
+        self.click(&format!("#model option[value='{}']", model()));
         self.click(&format!("#class option[value='{CLASS}']"));
         self.click("input[name='sampler'][value='ddim']");
         self.type_into("#steps", &steps.to_string());
@@ -346,7 +349,7 @@ fn steps() -> u32 {
 fn native(c: &Cluster, steps: u32) -> (Vec<u8>, usize) {
     let t = Instant::now();
     let opts = Options {
-        model: MODEL.into(),
+        model: model(),
         class_label: Some(CLASS),
         sampler: SamplerName::Ddim,
         steps,
@@ -391,9 +394,12 @@ fn the_page_draws_what_the_native_client_reconstructs() {
         "browser",
         &format!("[testing]\ndeterministic_seed = {SERVER_SEED}\n"),
     );
+    let model_dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models")
+        .join(model());
     let dealt = Command::new(common::BIN)
-        .args(["deal-model", "--name", MODEL, "--model-dir"])
-        .arg(c.dir.join("model"))
+        .args(["deal-model", "--name", &model(), "--model-dir"])
+        .arg(model_dir)
         .arg("--config")
         .arg(c.config())
         .output()
