@@ -22,6 +22,9 @@ cargo test --workspace
 step "benchmark smoke run (bench-ops --quick)"
 cargo run -q --bin bench-ops -- --quick
 
+step "benchmark report smoke run (scripts/bench.sh --quick: debug build, tiny sizes, target/bench-quick/)"
+bash scripts/bench.sh --quick
+
 step "wasm32 build of the shared crate"
 (
   source scripts/wasm-env.sh

@@ -14,6 +14,7 @@ use party_server::model::weights::load_safetensors;
 use party_server::model::{Backend, CpuBackend, CpuTensor, SplitMix64, UNet, UNetConfig, one_hot};
 use party_server::mpc::local::{self, deal, open};
 use party_server::mpc::{AShare, Ctx};
+use party_server::net::shaped::{self, Lan};
 use party_server::nn::{EmulatedBackend, OpProfile, SecureBackend, SecureConfig, SecureTensor};
 use party_server::sampler::{self, SamplerKind, Schedule};
 use shared::FixedPoint;
@@ -21,7 +22,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Barrier;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum VariantArg {
@@ -47,9 +48,30 @@ struct Args {
     models: PathBuf,
     #[arg(long, value_enum, default_value = "ddim")]
     sampler: SamplerArg,
-    /// DDIM steps (DDPM always runs all T steps).
+    /// DDIM steps (DDPM: see --ddpm-steps).
     #[arg(long, default_value_t = 50)]
     steps: usize,
+    /// DDPM on a schedule of this many steps (linear betas 1e-4..0.02 over
+    /// them) instead of 1000: every DDPM step runs the same protocols
+    /// whatever the schedule, so K steps measure the per-step cost of
+    /// DDPM-1000 in K/1000 of its time.
+    #[arg(long, default_value_t = 1000)]
+    ddpm_steps: usize,
+    /// Deterministic random weights (seeded by --seed) instead of the model's
+    /// `model.safetensors`: time, bytes and rounds do not depend on the
+    /// weights' values, so an untrained model's costs can be measured.
+    #[arg(long)]
+    random_weights: bool,
+    /// Emulated LAN on the in-memory links (`net::shaped`: each party's egress
+    /// one queue at the rate, every message delayed): the paper's
+    /// 1 Gbit/s with 0.1 ms RTT unless --lan-gbit / --lan-delay-us say otherwise.
+    #[arg(long, conflicts_with = "audit_truncation")]
+    lan: bool,
+    #[arg(long, default_value_t = 1.0, requires = "lan")]
+    lan_gbit: f64,
+    /// One-way delay of each link (half the RTT).
+    #[arg(long, default_value_t = 50, requires = "lan")]
+    lan_delay_us: u64,
     #[arg(long, value_enum, default_value = "cipherdm")]
     variant: VariantArg,
     /// Images per request (they share every layer's rounds).
@@ -99,6 +121,20 @@ fn fail(msg: impl std::fmt::Display) -> ! {
     std::process::exit(1)
 }
 
+fn schedule(args: &Args) -> Schedule {
+    match args.sampler {
+        SamplerArg::Ddpm => Schedule::linear(args.ddpm_steps, 1e-4, 0.02),
+        SamplerArg::Ddim => Schedule::default_linear(),
+    }
+}
+
+fn lan(args: &Args) -> Option<Lan> {
+    args.lan.then(|| Lan {
+        bits_per_second: args.lan_gbit * 1e9,
+        one_way_delay: Duration::from_micros(args.lan_delay_us),
+    })
+}
+
 fn kind(args: &Args) -> SamplerKind {
     match args.sampler {
         SamplerArg::Ddim => SamplerKind::Ddim { steps: args.steps },
@@ -123,8 +159,8 @@ fn plaintext<B: Backend<Tensor = CpuTensor>>(
         .as_ref()
         .map(|o| be.from_public(o, &[n, o.len() / n]).unwrap());
     let mut noise = |be: &mut B, k: usize| be.from_public(&inp.noise[k], &shape);
-    let (out, first) = run_sampler(&mut be, &net, kind(args), &x, c.as_ref(), &mut noise)
-        .unwrap_or_else(|e| fail(e));
+    let (out, first) =
+        run_sampler(&mut be, &net, args, &x, c.as_ref(), &mut noise).unwrap_or_else(|e| fail(e));
     (out.data, first.data)
 }
 
@@ -171,7 +207,7 @@ fn secure(
             .map(|c| SecureTensor::new(&[n, c[i].len() / n], c[i].clone()).unwrap());
         let mut noise =
             |_: &mut SecureBackend, k: usize| SecureTensor::new(&shape, zs[k][i].clone());
-        let (y, first) = run_sampler(&mut be, &net, kind(args), &x, c.as_ref(), &mut noise)
+        let (y, first) = run_sampler(&mut be, &net, args, &x, c.as_ref(), &mut noise)
             .unwrap_or_else(|e| fail(e));
         let profile = be.profile().clone();
         let first_fail = be.first_trunc_failure();
@@ -187,10 +223,12 @@ fn secure(
             first_fail,
         )
     };
-    let out = if args.audit_truncation {
-        local::run_audited(fx, None, party)
-    } else {
-        local::run(fx, None, party)
+    let out = match (args.audit_truncation, lan(args)) {
+        (true, _) => local::run_audited(fx, None, party),
+        (false, Some(lan)) => {
+            local::run_over(fx, None, shaped::shape(local::mem_links(), lan), party)
+        }
+        (false, None) => local::run(fx, None, party),
     };
     let cpu_process = local::process_cpu_seconds() - cpu0;
     let dec = |s: [AShare; 3]| {
@@ -218,7 +256,7 @@ fn secure(
 fn run_sampler<B: Backend>(
     be: &mut B,
     net: &UNet<B>,
-    kind: SamplerKind,
+    args: &Args,
     x: &B::Tensor,
     class: Option<&B::Tensor>,
     noise: &mut dyn FnMut(&mut B, usize) -> party_server::model::Result<B::Tensor>,
@@ -232,8 +270,8 @@ fn run_sampler<B: Backend>(
     };
     let y = sampler::sample_with(
         be,
-        &Schedule::default_linear(),
-        kind,
+        &schedule(args),
+        kind(args),
         net.config().prediction_type,
         x,
         &mut denoise,
@@ -262,10 +300,23 @@ fn main() {
     };
     let cfg = UNetConfig::from_file(dir.join("config.json"))
         .unwrap_or_else(|e| fail(format!("{}: {e}", dir.display())));
-    let weights = load_safetensors(dir.join("model.safetensors"))
-        .unwrap_or_else(|e| fail(format!("{}: {e}", dir.display())));
-    if args.batch == 0 || (args.sampler == SamplerArg::Ddim && !(1..=1000).contains(&args.steps)) {
-        fail("batch must be ≥ 1 and DDIM steps in 1..=1000");
+    let weights = if args.random_weights {
+        let mut be = CpuBackend::random(args.seed);
+        UNet::new(&cfg, &mut be).unwrap_or_else(|e| fail(e));
+        be.created_params().clone()
+    } else {
+        load_safetensors(dir.join("model.safetensors")).unwrap_or_else(|e| {
+            fail(format!(
+                "{}: {e} (--random-weights measures costs without trained weights)",
+                dir.display()
+            ))
+        })
+    };
+    if args.batch == 0
+        || (args.sampler == SamplerArg::Ddim && !(1..=1000).contains(&args.steps))
+        || !(1..=1000).contains(&args.ddpm_steps)
+    {
+        fail("batch must be ≥ 1 and DDIM steps and DDPM schedule steps in 1..=1000");
     }
     let n = args.batch;
     let numel = n * cfg.in_channels * cfg.image_size * cfg.image_size;
@@ -274,9 +325,7 @@ fn main() {
     let x_t = normal(numel);
     let noise = match args.sampler {
         SamplerArg::Ddim => Vec::new(),
-        SamplerArg::Ddpm => (0..Schedule::default_linear().num_steps())
-            .map(|_| normal(numel))
-            .collect(),
+        SamplerArg::Ddpm => (0..args.ddpm_steps).map(|_| normal(numel)).collect(),
     };
     let onehot = cfg.num_classes.map(|k| {
         let labels: Vec<usize> = (0..n).map(|i| args.class.unwrap_or(i) % k).collect();
@@ -301,7 +350,7 @@ fn main() {
     };
     let steps = match args.sampler {
         SamplerArg::Ddim => args.steps,
-        SamplerArg::Ddpm => Schedule::default_linear().num_steps(),
+        SamplerArg::Ddpm => args.ddpm_steps,
     };
     let mut results = Vec::new();
     for (variant, name) in variants {
@@ -333,6 +382,10 @@ fn main() {
                     "psnr_emulated_vs_f32": p_emu, "psnr_vs_emulated": p_sec_emu,
                     "trunc_failures": args.audit_truncation.then_some(r.trunc_failures),
                     "first_trunc_failure": r.first_trunc_failure.map(|(op, call)| format!("{op} #{call}")),
+                    "weights": if args.random_weights { "random" } else { "trained" },
+                    "lan": lan(&args).map(|l| serde_json::json!({"gbit": l.bits_per_second / 1e9, "one_way_delay_us": l.one_way_delay.as_micros() as u64})),
+                    "profile": args.profile.then(|| r.profile.iter().map(|(op, s)| (op.to_string(), serde_json::json!({
+                        "calls": s.calls, "seconds": s.seconds, "bytes_sent_p0": s.bytes_sent, "rounds": s.rounds}))).collect::<serde_json::Map<_, _>>()),
                 })
             );
         } else {
@@ -354,7 +407,7 @@ fn main() {
                 eps_err
             );
         }
-        if args.profile {
+        if args.profile && !args.json {
             println!(
                 "{:<12} {:>6} {:>9} {:>12} {:>8} {:>10}",
                 "op", "calls", "seconds", "MB (P0)", "rounds", "trunc fail"

@@ -4,7 +4,7 @@
 use super::arith::AShare;
 use super::bits::BShare;
 use super::context::Ctx;
-use super::transport::MemTransport;
+use super::transport::{MemTransport, Transport};
 use shared::share::reconstruct;
 use shared::{FixedPoint, Party, PartyShares, Prg, Seed};
 
@@ -16,7 +16,28 @@ where
     R: Send,
     F: Fn(&mut Ctx) -> R + Sync,
 {
-    run_with(fx, seed, false, f)
+    run_with(fx, seed, false, mem_links(), f)
+}
+
+/// [`run`] over the given links (P0's, P1's, P2's), e.g. the emulated LAN of
+/// [`crate::net::shaped`], so that a benchmark can add a network's
+/// bandwidth and latency to the in-memory links.
+pub fn run_over<R, F>(
+    fx: FixedPoint,
+    seed: Option<u64>,
+    links: [Box<dyn Transport>; 3],
+    f: F,
+) -> [R; 3]
+where
+    R: Send,
+    F: Fn(&mut Ctx) -> R + Sync,
+{
+    run_with(fx, seed, false, links, f)
+}
+
+/// The in-memory links of three in-process parties.
+pub fn mem_links() -> [Box<dyn Transport>; 3] {
+    MemTransport::triple().map(|t| Box::new(t) as Box<dyn Transport>)
 }
 
 /// [`run`] with the truncation audit on: P1 also hands P0 its addend of
@@ -29,10 +50,16 @@ where
     R: Send,
     F: Fn(&mut Ctx) -> R + Sync,
 {
-    run_with(fx, seed, true, f)
+    run_with(fx, seed, true, mem_links(), f)
 }
 
-fn run_with<R, F>(fx: FixedPoint, seed: Option<u64>, audit: bool, f: F) -> [R; 3]
+fn run_with<R, F>(
+    fx: FixedPoint,
+    seed: Option<u64>,
+    audit: bool,
+    transports: [Box<dyn Transport>; 3],
+    f: F,
+) -> [R; 3]
 where
     R: Send,
     F: Fn(&mut Ctx) -> R + Sync,
@@ -41,7 +68,6 @@ where
         Some(s) => derive_seeds(s),
         None => std::array::from_fn(|_| random_seed()),
     };
-    let transports = MemTransport::triple();
     let f = &f;
     std::thread::scope(|scope| {
         let handles: Vec<_> = transports
@@ -50,7 +76,7 @@ where
             .zip(seeds)
             .map(|((t, p), s)| {
                 scope.spawn(move || {
-                    let mut ctx = Ctx::setup(p, Box::new(t), s, fx).expect("in-memory setup");
+                    let mut ctx = Ctx::setup(p, t, s, fx).expect("in-memory setup");
                     if audit {
                         ctx.enable_audit();
                     }

@@ -7,6 +7,7 @@
 //! is the link's own sealed frames (see [`link`] for why).
 
 pub mod link;
+pub mod shaped;
 pub mod tls;
 
 pub use link::{Hub, NetTransport, OpenError, SessionLinks};
