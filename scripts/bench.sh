@@ -30,7 +30,7 @@ if [ "${BENCH_LAN_SH:-1}" = 1 ] && [ "$(id -u)" = 0 ] && command -v ip >/dev/nul
   mkdir -p target/bench
   # No delay: the shaper is compared with lan.sh at the rate alone, which is
   # all that lan.sh can emulate on a kernel without netem.
-  if DELAY=0us bash scripts/lan.sh all "$steps" >target/bench/lan-sh.json; then
+  if LAN_DIR="$ROOT/target/bench/lan" DELAY=0us bash scripts/lan.sh all "$steps" >target/bench/lan-sh.json; then
     lan_args=(--lan-sh-json target/bench/lan-sh.json --lan-sh-steps "$steps")
   else
     echo "scripts/lan.sh failed: the report says the comparison was not run" >&2

@@ -63,7 +63,8 @@ impl Plan {
             Plan {
                 quick: true,
                 ddim_steps: 1,
-                ddpm_steps: 1,
+                // Two, so that a step with fresh noise (t > 0) runs too.
+                ddpm_steps: 2,
                 quality_steps: 1,
                 quality_n: args.quality_n.unwrap_or(4),
                 batches: vec![1, 2],

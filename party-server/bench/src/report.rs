@@ -128,6 +128,13 @@ fn sampler(p: &Pair) -> String {
     }
 }
 
+/// The paper's column for a run: its activation's, where the paper has the
+/// same model and sampler (DDIM-50, or DDPM scaled to 1000 steps).
+fn paper_column(p: &Pair) -> Option<usize> {
+    let same_sampler = p.ddpm || p.cipherdm.steps == 50;
+    activation_index(p.model.strip_prefix("cipherdm-tiny-")?).filter(|_| same_sampler)
+}
+
 fn table45(md: &mut String, pairs: &[&Pair]) {
     md.push_str(
         "| model | link | protocols | time s | CPU s P0 / P1 / P2 (all) | GB all parties | GB max party | rounds | PSNR vs f32 | paper total s (T4) | paper MPC s (T5) | paper GB (T5) |\n\
@@ -136,7 +143,7 @@ fn table45(md: &mut String, pairs: &[&Pair]) {
     for p in pairs {
         let k = scale(p);
         let (t4, t5) = paper::tables(p.ddpm, p.lan);
-        let a = activation_index(p.model.trim_start_matches("cipherdm-tiny-"));
+        let a = paper_column(p);
         let li = usize::from(p.lan);
         let paper_cell = |f: &dyn Fn(usize) -> f64| a.map_or("–".into(), |a| format!("{}", f(a)));
         let paper_ratio =
@@ -294,8 +301,12 @@ fn quality_table(md: &mut String, r: &Results, plan: &Plan) {
     }
     let _ = writeln!(
         md,
-        "\nDDIM-{} samples, classes in turn. Secure samples: each secure run of section 1 \
-         is compared with the f32 sampler and with the fixed-point emulation on the same noise:",
+        "\nDDIM-{} samples, classes in turn. Secure samples: class accuracy and FID of \
+         secure samples are not measured by this report yet; instead each secure run of \
+         section 1 is compared with the f32 sampler and with the fixed-point emulation on the \
+         same noise (the emulation reproduces the secure back end's arithmetic, so a high \
+         PSNR against it means the emulation's quality figures above stand for the secure \
+         samples):",
         plan.quality_steps
     );
     md.push_str("\n| model | sampler | link | protocols | PSNR secure vs f32 dB | PSNR secure vs emulation dB |\n|---|---|---|---|---:|---:|\n");
@@ -349,6 +360,34 @@ fn lan_model(md: &mut String, pairs: &[Pair]) {
                 model * k
             );
         }
+    }
+}
+
+/// Our CipherDM runs against the paper's CipherDM (Table 5), as ratios: a
+/// comparison across machines, labelled so.
+fn versus_paper(md: &mut String, pairs: &[Pair]) {
+    md.push_str(
+        "\nOurs against the paper's CipherDM (Table 5 MPC time and communication; **different \
+         machines**, see the top of the page):\n\n\
+         | model | sampler | link | paper s | ours s | paper ÷ ours | paper GB | ours GB (all parties) | paper ÷ ours |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for p in pairs {
+        let Some(a) = paper_column(p) else {
+            continue;
+        };
+        let (secs, comm) = paper::tables(p.ddpm, p.lan).1.cipherdm[a];
+        let k = scale(p);
+        let (ours_s, ours_gb) = (p.cipherdm.seconds * k, gb(p.cipherdm.bytes_total) * k);
+        let _ = writeln!(
+            md,
+            "| `{}` | {} | {} | {secs} | {ours_s:.1} | {} | {comm} | {ours_gb:.2} | {} |",
+            p.model,
+            sampler(p),
+            link(p.lan),
+            ratio(secs, ours_s),
+            ratio(comm, ours_gb)
+        );
     }
 }
 
@@ -442,8 +481,8 @@ pub fn markdown(h: &Header, plan: &Plan, r: &Results) -> String {
          paper's total time (Table 4) and MPC time (Table 5) are both shown next to our one time. \
          Bytes are what the parties send (all three summed, and the largest single party); the \
          paper does not say which of the two its GB are. *LAN (emulated)*: the in-process links \
-         shaped to the paper's LAN, 1 Gbit/s per direction and 0.05 ms one-way delay \
-         (RTT 0.1 ms) per message (`bench-sample --lan`, `party_server::net::shaped`). \
+         shaped to the paper's LAN: each party's egress (shared by its two links, as in \
+         `scripts/lan.sh`) at 1 Gbit/s, and 0.05 ms one-way delay (RTT 0.1 ms) per message (`bench-sample --lan`, `party_server::net::shaped`). \
          DDPM runs on a {}-step schedule (the same protocols per step as DDPM-1000) and every \
          DDPM number is scaled ×{}; the per-step figures follow the tables. Models \
          marked *random weights* have no trained weights yet: time, bytes and rounds do not \
@@ -476,6 +515,7 @@ pub fn markdown(h: &Header, plan: &Plan, r: &Results) -> String {
         }
     }
     lan_model(&mut md, &r.pairs);
+    versus_paper(&mut md, &r.pairs);
     md.push_str("\n![Improvement ratios, ours and the paper's](images/bench-speedup.png)\n");
     let _ = writeln!(
         md,
@@ -521,7 +561,21 @@ pub fn markdown(h: &Header, plan: &Plan, r: &Results) -> String {
              namespaces: `scripts/bench.sh` runs it when it can).\n",
         ),
     }
-    md
+    // Every section says where and when its numbers were measured, so that
+    // a table quoted alone still carries them.
+    let stamp = format!(
+        "\n*Measured {} on {}, commit {}.*",
+        h.date, h.machine, h.commit
+    );
+    md.lines()
+        .map(|l| {
+            if l.starts_with("## ") {
+                format!("{l}\n{stamp}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect()
 }
 
 /// Label of an activation in the plots.
@@ -551,8 +605,7 @@ pub fn plots(r: &Results, images: &Path) -> Result<(), String> {
             let paper = |f: &dyn Fn(&paper::Table5, usize) -> f64| -> Vec<f64> {
                 rows.iter()
                     .map(|p| {
-                        activation_index(&short(&p.model))
-                            .map_or(f64::NAN, |a| f(paper::tables(p.ddpm, p.lan).1, a))
+                        paper_column(p).map_or(f64::NAN, |a| f(paper::tables(p.ddpm, p.lan).1, a))
                     })
                     .collect()
             };
