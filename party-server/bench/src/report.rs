@@ -723,3 +723,74 @@ pub fn plots(r: &Results, images: &Path) -> Result<(), String> {
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(variant: &str, seconds: f64, softmax: f64, silu: f64) -> Secure {
+        serde_json::from_value(serde_json::json!({
+            "variant": variant, "seconds": seconds, "cpu_seconds_per_party": [1.0, 1.0, 1.0],
+            "cpu_seconds_process": 3.0, "bytes_per_party": 4_000_000_000u64, "bytes_total": 12_000_000_000u64,
+            "rounds": 1000, "psnr_vs_f32": null, "psnr_vs_emulated": 60.0, "f32_seconds": 0.1,
+            "steps": 2, "batch": 1, "weights": "trained",
+            "profile": {
+                "softmax": {"calls": 12, "seconds": softmax, "bytes_sent_p0": 2_000_000, "rounds": 100},
+                "silu": {"calls": 20, "seconds": silu, "bytes_sent_p0": 1_000_000, "rounds": 40},
+            },
+        }))
+        .unwrap()
+    }
+
+    fn pair(steps_ddim: usize) -> Pair {
+        let mut p = Pair {
+            model: "cipherdm-tiny-silu".into(),
+            ddpm: false,
+            lan: false,
+            baseline: run("baseline", 10.0, 6.0, 3.0),
+            cipherdm: run("cipherdm", 5.0, 3.0, 1.5),
+        };
+        p.baseline.steps = steps_ddim;
+        p.cipherdm.steps = steps_ddim;
+        p
+    }
+
+    #[test]
+    fn per_call_divides_by_the_unet_calls_and_keeps_the_rest_as_other() {
+        let ops = per_call(&pair(2));
+        assert_eq!(ops["softmax"].0.seconds, 3.0);
+        assert_eq!(ops["softmax"].1.bytes_sent_p0, 1_000_000);
+        assert_eq!(ops["silu"].1.rounds, 20);
+        let other = &ops["other (outside the protocols)"];
+        assert_eq!((other.0.seconds, other.1.seconds), (0.5, 0.25));
+        let total: f64 = ops.values().map(|v| v.0.seconds).sum();
+        assert_eq!(total, 5.0, "per call, the baseline's whole time");
+    }
+
+    #[test]
+    fn paper_numbers_only_beside_the_papers_sampler() {
+        assert_eq!(paper_column(&pair(50)), Some(1));
+        assert_eq!(
+            paper_column(&pair(10)),
+            None,
+            "DDIM-10 is not the paper's DDIM-50"
+        );
+        let mut ddpm = pair(100);
+        ddpm.ddpm = true;
+        assert_eq!(paper_column(&ddpm), Some(1), "DDPM is scaled to 1000 steps");
+        assert_eq!(scale(&ddpm), 10.0);
+        ddpm.model = "mnist".into();
+        assert_eq!(paper_column(&ddpm), None);
+    }
+
+    #[test]
+    fn the_table_carries_ours_the_ratio_and_the_paper() {
+        let mut md = String::new();
+        table45(&mut md, &[&pair(50)]);
+        assert!(md.contains("| | | baseline | 10.0 |"), "{md}");
+        assert!(md.contains("**2.00×**"), "{md}");
+        // Paper Table 4 DDIM SiLU local: SPU 808 s, CipherDM 648 s.
+        assert!(md.contains("| 808 |") && md.contains("| 648 |"), "{md}");
+        assert!(md.contains("1.247×"), "{md}");
+    }
+}
