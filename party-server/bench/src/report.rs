@@ -426,7 +426,8 @@ fn lan_check(md: &mut String, c: &LanCheck) {
         "\n## 5. The LAN shaper against `scripts/lan.sh`\n\n\
          The same request (`cipherdm-tiny-silu`, DDIM-{}, CipherDM protocols) three ways. \
          `lan.sh` runs three real servers in network namespaces with TLS links shaped to \
-         1 Gbit/s by `tc` (this kernel has no netem, so no delay), and the native client. \
+         1 Gbit/s by `tc` with no added delay (`scripts/bench.sh` runs it with `DELAY=0us`: \
+         on a kernel without netem the rate is all it can emulate), and the native client. \
          The in-process shaper ran with the same rate and no delay.\n\n\
          | how | time s |\n|---|---:|\n\
          | `scripts/lan.sh` (servers, namespaces, 1 Gbit/s) | {:.1} |\n\
