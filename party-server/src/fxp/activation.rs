@@ -26,7 +26,7 @@
 //!      locally (see [`COMPARE_FRAC_BITS`]).
 //!   3. `y = p_0(x) + Σ_j [x ≥ c_j]·(p_(j+1)(x) - p_j(x))`, with the bit
 //!      injection fused into the B2A and every product summed before one
-//!      truncation (3 rounds, see `inject_sum`).
+//!      truncation (3 rounds, see `compare::inject_sum`).
 //!
 //!   Words sent per element: 9 for the basis, 4 per threshold and 3 for the
 //!   selection, plus the comparisons (about 18 B per threshold): 395 B in
@@ -402,81 +402,14 @@ impl Piecewise {
             .windows(2)
             .map(|w| combine(&std::array::from_fn(|k| w[1][k].wrapping_sub(w[0][k]))))
             .collect();
-        inject_sum(
+        compare::inject_sum(
             ctx,
             &bits,
             &AShare::concat(&steps.iter().collect::<Vec<_>>()),
             &p0,
+            f,
         )
     }
-}
-
-/// `(p + Σ_j b_j·d_j) / 2^f` for boolean-shared bits `b` and double-scale
-/// `d` (`m·n` of each, threshold-major) and `p` (`n`).  3 rounds; words
-/// sent in total: 4 per bit and 3 per output.
-///
-/// Bit injection fused with the B2A: `b = u ⊕ b_2`, where P0 knows
-/// `u = b_0 ⊕ b_1` and P1, P2 know `b_2`, so
-/// `b·d = u·q + b_2·d` with `q = (1 - 2·b_2)·d`.  Round 1: P0 shares `u`
-/// (P1 gets `u - u_0`, `u_0` comes from the stream P0 shares with P2) while
-/// P1 and P2 reshare their local 3-out-of-3 `q`.  Then `Σ_j u_j·q_j`, the
-/// local `b_2·d` terms and `p` add up to one 3-out-of-3 sum, reshared with
-/// truncation (2 rounds): one round less than B2A, product and truncation.
-fn inject_sum(ctx: &mut Ctx, b: &BShare, d: &AShare, p: &AShare) -> Result<AShare> {
-    let (total, n) = (d.len(), p.len());
-    let me = ctx.index();
-    // b_2 as 0/1 per bit, and this party's part of a 3-out-of-3 sharing of
-    // d: P1 holds (d_1, d_2), P2 holds (d_2, d_0).
-    let (b2, d_part) = match me {
-        0 => (vec![0; total], vec![0; total]),
-        1 => (
-            plane_bits(&b.b, total),
-            d.a.iter()
-                .zip(&d.b)
-                .map(|(x, y)| x.wrapping_add(*y))
-                .collect(),
-        ),
-        _ => (plane_bits(&b.a, total), d.b.clone()),
-    };
-    let mut u = match me {
-        0 => {
-            let raw: Vec<u64> = b.a.iter().zip(&b.b).map(|(x, y)| x ^ y).collect();
-            let u0 = ctx.prg(Dir::Prev).u64_vec(total);
-            let u1: Vec<u64> = plane_bits(&raw, total)
-                .iter()
-                .zip(&u0)
-                .map(|(v, r)| v.wrapping_sub(*r))
-                .collect();
-            ctx.send(Dir::Next, u1.clone())?;
-            AShare { a: u0, b: u1 }
-        }
-        1 => AShare::zeros(total), // (u_1, u_2 = 0); u_1 arrives below
-        _ => AShare {
-            a: vec![0; total],
-            b: ctx.prg(Dir::Next).u64_vec(total),
-        },
-    };
-    let q_terms: Vec<u64> = d_part
-        .iter()
-        .zip(&b2)
-        .map(|(&v, &bit)| if bit == 1 { v.wrapping_neg() } else { v })
-        .collect();
-    let q = arith::reshare(ctx, q_terms)?;
-    if me == 1 {
-        u.a = ctx.recv(Dir::Prev, total)?;
-    }
-    let mut t = p.a.clone();
-    for e in 0..total {
-        let uq = u.a[e]
-            .wrapping_mul(q.a[e].wrapping_add(q.b[e]))
-            .wrapping_add(u.b[e].wrapping_mul(q.a[e]));
-        let i = e % n;
-        t[i] = t[i]
-            .wrapping_add(uq)
-            .wrapping_add(b2[e].wrapping_mul(d_part[e]));
-    }
-    let f = ctx.frac_bits();
-    arith::reshare_trunc(ctx, t, f)
 }
 
 /// The baseline's fixed parts: the reciprocal of `1 + e ∈ (1, 2]`, over

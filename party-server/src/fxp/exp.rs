@@ -3,10 +3,12 @@
 //! * [`exp_baseline`] — SPU's default: `(1 + x/2^n)^(2^n)` with `n = 8`,
 //!   valid for any `x ≤ 0` down to `-2^n`; one truncation and `n` squarings
 //!   (`1 + 2n` rounds).
-//! * [`exp_chebyshev`] — CipherDM: a Chebyshev series on `[T_exp, 0] = [-14, 0]`
-//!   (`e^-14 < 2^-18`), evaluated in the mapped variable with a log-depth
-//!   basis, and masked to 0 below `T_exp`; the mask's comparison runs
-//!   concurrently with the series, so the rounds are those of the longer.  The coefficients are the true
+//! * [`exp_chebyshev`] — CipherDM: a Chebyshev series on
+//!   `[T_exp, 0] = [-14, 0]` (`e^-14 < 2^-18`), evaluated in the mapped
+//!   variable with a log-depth basis split around its middle term
+//!   ([`poly::eval_mapped`]), and masked to 0 below `T_exp`; the mask's
+//!   comparison runs concurrently with the series, so the rounds are those
+//!   of the longer.  The coefficients are the true
 //!   Chebyshev projection fitted in code ([`ExpCoefficients::Fitted`]), or the
 //!   paper's Table 3 ([`ExpCoefficients::Paper`], kept to reproduce its
 //!   accuracy: 0.95 at x = 0 and negative below x ≈ -4.5).

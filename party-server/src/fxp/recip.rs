@@ -170,8 +170,7 @@ impl InversePower {
 
     /// `c^-p` from the mapped normalised input: the Chebyshev series.
     pub fn series(&self, ctx: &mut Ctx, t: &AShare) -> Result<AShare> {
-        let basis = poly::chebyshev_basis(ctx, t, self.series.degree())?;
-        poly::combine(ctx, &basis, &self.series.coeffs)
+        poly::eval_mapped(ctx, t, &self.series.coeffs)
     }
 
     /// The first half of [`eval`](Self::eval): comparisons, the mapped

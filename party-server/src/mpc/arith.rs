@@ -199,7 +199,7 @@ impl AShare {
 }
 
 /// The local 3-out-of-3 product terms `x_i y_i + x_i y_{i+1} + x_{i+1} y_i`.
-fn product_terms(x: &AShare, y: &AShare) -> Vec<u64> {
+pub(crate) fn product_terms(x: &AShare, y: &AShare) -> Vec<u64> {
     debug_assert_eq!(x.len(), y.len());
     (0..x.len())
         .map(|j| {

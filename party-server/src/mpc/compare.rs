@@ -245,18 +245,89 @@ pub fn b2a_bit(ctx: &mut Ctx, b: &BShare, n: usize) -> Result<AShare> {
 }
 
 /// `b · x` for boolean-shared bits `b` and arithmetic `x` (bit injection).
-/// 3 rounds.
+/// 2 rounds.
 pub fn mul_ba(ctx: &mut Ctx, b: &BShare, x: &AShare) -> Result<AShare> {
-    let ba = b2a_bit(ctx, b, x.len())?;
-    super::arith::mul(ctx, &ba, x)
+    inject_sum(ctx, b, x, &AShare::zeros(x.len()), 0)
 }
 
-/// `b ? x : y`, element-wise.  3 rounds.
+/// `(p + Σ_j b_j·d_j) / 2^trunc` for boolean-shared bits `b` and
+/// arithmetic `d` (`m·n` of each, threshold-major) and `p` (`n`).  Rounds:
+/// 2 without truncation, 3 with; words sent in total: 4 per bit and 3 per
+/// output.
+///
+/// Bit injection fused with the B2A: `b = u ⊕ b_2`, where P0 knows
+/// `u = b_0 ⊕ b_1` and P1, P2 know `b_2`, so
+/// `b·d = u·q + b_2·d` with `q = (1 - 2·b_2)·d`.  Round 1: P0 shares `u`
+/// (P1 gets `u - u_0`, `u_0` comes from the stream P0 shares with P2) while
+/// P1 and P2 reshare their local 3-out-of-3 `q`.  Then `Σ_j u_j·q_j`, the
+/// local `b_2·d` terms and `p` add up to one 3-out-of-3 sum, reshared (with
+/// truncation: 2 rounds): one round less than B2A then product.
+pub fn inject_sum(ctx: &mut Ctx, b: &BShare, d: &AShare, p: &AShare, trunc: u32) -> Result<AShare> {
+    let (total, n) = (d.len(), p.len());
+    let me = ctx.index();
+    // b_2 as 0/1 per bit, and this party's part of a 3-out-of-3 sharing of
+    // d: P1 holds (d_1, d_2), P2 holds (d_2, d_0).
+    let (b2, d_part) = match me {
+        0 => (vec![0; total], vec![0; total]),
+        1 => (
+            plane_bits(&b.b, total),
+            d.a.iter()
+                .zip(&d.b)
+                .map(|(x, y)| x.wrapping_add(*y))
+                .collect(),
+        ),
+        _ => (plane_bits(&b.a, total), d.b.clone()),
+    };
+    let mut u = match me {
+        0 => {
+            let raw: Vec<u64> = b.a.iter().zip(&b.b).map(|(x, y)| x ^ y).collect();
+            let u0 = ctx.prg(Dir::Prev).u64_vec(total);
+            let u1: Vec<u64> = plane_bits(&raw, total)
+                .iter()
+                .zip(&u0)
+                .map(|(v, r)| v.wrapping_sub(*r))
+                .collect();
+            ctx.send(Dir::Next, u1.clone())?;
+            AShare { a: u0, b: u1 }
+        }
+        1 => AShare::zeros(total), // (u_1, u_2 = 0); u_1 arrives below
+        _ => AShare {
+            a: vec![0; total],
+            b: ctx.prg(Dir::Next).u64_vec(total),
+        },
+    };
+    let q_terms: Vec<u64> = d_part
+        .iter()
+        .zip(&b2)
+        .map(|(&v, &bit)| if bit == 1 { v.wrapping_neg() } else { v })
+        .collect();
+    let q = super::arith::reshare(ctx, q_terms)?;
+    if me == 1 {
+        u.a = ctx.recv(Dir::Prev, total)?;
+    }
+    let mut t = p.a.clone();
+    for e in 0..total {
+        let uq = u.a[e]
+            .wrapping_mul(q.a[e].wrapping_add(q.b[e]))
+            .wrapping_add(u.b[e].wrapping_mul(q.a[e]));
+        let i = e % n;
+        t[i] = t[i]
+            .wrapping_add(uq)
+            .wrapping_add(b2[e].wrapping_mul(d_part[e]));
+    }
+    if trunc == 0 {
+        super::arith::reshare(ctx, t)
+    } else {
+        super::arith::reshare_trunc(ctx, t, trunc)
+    }
+}
+
+/// `b ? x : y`, element-wise.  2 rounds.
 pub fn select(ctx: &mut Ctx, b: &BShare, x: &AShare, y: &AShare) -> Result<AShare> {
     Ok(y.add(&mul_ba(ctx, b, &x.sub(y))?))
 }
 
-/// `max(x, 0)`, for `|x| < 2^(k-1)`.  `5 + ⌈log2(k-1)⌉` rounds.
+/// `max(x, 0)`, for `|x| < 2^(k-1)`.  `4 + ⌈log2(k-1)⌉` rounds.
 pub fn relu(ctx: &mut Ctx, x: &AShare, k: u32) -> Result<AShare> {
     let positive = msb(ctx, x, k)?.not(ctx);
     mul_ba(ctx, &positive, x)
@@ -336,12 +407,16 @@ mod tests {
         let sx = deal(&enc(&xs), 12);
         let out = local::run(fx(), Some(5), |ctx| {
             let i = ctx.index();
-            (
-                b2a_bit(ctx, &sb[i], n).unwrap(),
-                mul_ba(ctx, &sb[i], &sx[i]).unwrap(),
-            )
+            let b2a = b2a_bit(ctx, &sb[i], n).unwrap();
+            let before = ctx.stats();
+            let prod = mul_ba(ctx, &sb[i], &sx[i]).unwrap();
+            (b2a, prod, ctx.stats() - before)
         });
         assert_eq!(open(&out.clone().map(|o| o.0)), bits);
+        // Bit injection: 2 rounds, 7 words per element over the three parties.
+        assert_eq!(out[0].2.rounds, 2);
+        let words: u64 = out.iter().map(|o| o.2.bytes_sent).sum::<u64>() / 8;
+        assert_eq!(words, 7 * n as u64);
         let got = dec(&open(&out.map(|o| o.1)));
         for e in 0..n {
             assert_eq!(got[e], if bits[e] == 1 { xs[e] } else { 0.0 });
@@ -349,7 +424,7 @@ mod tests {
     }
 
     #[test]
-    fn relu_matches_plaintext_within_ten_rounds() {
+    fn relu_matches_plaintext_within_nine_rounds() {
         let xs: Vec<f64> = (0..300).map(|i| (i as f64 - 150.0) * 0.731).collect();
         let sx = deal(&enc(&xs), 13);
         let out = local::run(fx(), Some(6), |ctx| {
@@ -361,6 +436,6 @@ mod tests {
         for (g, x) in got.iter().zip(&xs) {
             assert_eq!(*g, fx().decode(enc(&[x.max(0.0)])[0]));
         }
-        assert!(out.iter().all(|o| o.1.rounds <= 10));
+        assert!(out.iter().all(|o| o.1.rounds <= 9));
     }
 }

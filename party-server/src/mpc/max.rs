@@ -4,7 +4,7 @@
 //! every pair of a group is compared in one batched [`msb`] call, a
 //! candidate wins when it beats all others of its group (an AND tree over
 //! its `group - 1` bits; ties go to the lower index), and the winners are
-//! picked by bit injection.  Rounds per level: `msb + ⌈log2(group-1)⌉ + 3`;
+//! picked by bit injection.  Rounds per level: `msb + ⌈log2(group-1)⌉ + 2`;
 //! levels: `⌈log_group(cols)⌉`.  Larger groups trade bytes
 //! (`(group-1)/2` comparisons per candidate) for rounds.
 //!
@@ -214,6 +214,6 @@ mod tests {
             (m, (ctx.stats() - before).rounds)
         });
         assert_eq!(dec(&open(&out.clone().map(|o| o.0)))[0], 19.5);
-        assert_eq!(out[0].1, 2 * (7 + 4 + 3));
+        assert_eq!(out[0].1, 2 * (7 + 4 + 2));
     }
 }
