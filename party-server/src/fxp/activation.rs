@@ -41,9 +41,9 @@ use super::exp::{self, BASELINE_SQUARINGS};
 use super::poly::{self, Chebyshev};
 use super::recip::InversePower;
 use crate::mpc::arith::{self, AShare};
-use crate::mpc::bits::{BShare, plane_bits};
+use crate::mpc::bits::BShare;
 use crate::mpc::compare::{self, CompareWidth};
-use crate::mpc::{Ctx, Dir, Result};
+use crate::mpc::{Ctx, Result};
 
 /// Degree of every CipherDM piece: `T_4` is the most two product levels give.
 pub const PIECE_DEGREE: usize = 4;
