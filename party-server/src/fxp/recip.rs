@@ -7,8 +7,8 @@
 //! square root) a local linear combination, so `c = x·2^-E` lies in
 //! `[1/2, 1)` (`[1/4, 1)`), where a short Chebyshev series of `c^-p` is
 //! accurate; the result is `c^-p · 2^(-pE)`.  The Chebyshev mapping is folded
-//! into the normalising constants, and an optional factor (GroupNorm's `γ`,
-//! softmax's numerators) is multiplied into `2^(-pE)` in the same round.
+//! into the normalising constants, and an optional factor (GroupNorm's `γ`)
+//! is multiplied into `2^(-pE)` in the same round.
 //! The products with normalising constants that carry extra fraction bits
 //! truncate exactly (3 more rounds each).  Rounds:
 //! `msb + 2 (B2A) + 2 + 2⌈log2 d⌉ + 1 + 2`, plus those.
@@ -36,9 +36,6 @@ pub struct InversePower {
     series: Chebyshev,
     /// Public factor multiplied into the result.
     out_factor: f64,
-    /// The fused products (`y · x^-p`) are probabilities: see
-    /// [`with_probability_products`](Self::with_probability_products).
-    probability_products: bool,
 }
 
 /// An input normalised for the series, see [`InversePower::normalize`].
@@ -80,7 +77,6 @@ impl InversePower {
             hi_exp,
             series,
             out_factor: 1.0,
-            probability_products: false,
         }
     }
 
@@ -88,15 +84,6 @@ impl InversePower {
     /// into the normalising constants).
     pub fn with_factor(mut self, factor: f64) -> Self {
         self.out_factor = factor;
-        self
-    }
-
-    /// Declares that the fused products `y · x^-p` of each `x` sum to at
-    /// most 1 (softmax's numerators over their row sum): then their
-    /// truncations fail with probability at most `2^(f+d-64)` per `x` in
-    /// total, and they stay probabilistic (one word each) instead of exact.
-    pub fn with_probability_products(mut self) -> Self {
-        self.probability_products = true;
         self
     }
 
@@ -150,8 +137,8 @@ impl InversePower {
     }
 
     /// `x^-p`; with `times = Some((y, per))`, instead `y_j · x_(j/per)^-p`
-    /// (each `x` scales `per` consecutive entries of `y`: GroupNorm's `γ`,
-    /// softmax's numerators), at no extra round.
+    /// (each `x` scales `per` consecutive entries of `y`: GroupNorm's `γ`),
+    /// at no extra round.
     pub fn eval(
         &self,
         ctx: &mut Ctx,
@@ -226,13 +213,7 @@ impl InversePower {
                 assert_eq!(y.len(), n * per, "y must have `per` entries per x");
                 let (t, yo) = ctx.join(
                     |c| scale_product(c, x, &to_t, d_t),
-                    |c| {
-                        if self.probability_products {
-                            arith::mul_trunc(c, &out.repeat_each(per), y, d_out)
-                        } else {
-                            scale_product(c, &out.repeat_each(per), y, d_out)
-                        }
-                    },
+                    |c| scale_product(c, &out.repeat_each(per), y, d_out),
                 )?;
                 (t, yo, per)
             }

@@ -4,8 +4,8 @@
 //!   squaring, and the division of every element by its broadcast row sum —
 //!   one reciprocal per element.
 //! * CipherDM (Algorithm 1, corrected): Chebyshev `exp` on `[-14, 0]`
-//!   masked below, and ONE reciprocal per row whose scale is multiplied
-//!   into the numerators in the same round.  The row maximum only has to
+//!   masked below, and ONE reciprocal per row, kept at extra fraction bits
+//!   and multiplied into the numerators: one product per element.  The row maximum only has to
 //!   be close (softmax is shift-invariant; the largest term stays ≈ 1), so
 //!   its pairwise tournament and the exp mask compare coarsely: 6
 //!   fractional bits on a 16-bit ring instead of 32 bits.
@@ -67,8 +67,7 @@ impl Softmax {
         Softmax {
             variant,
             exp_series: cfg.exp.series(),
-            recip: InversePower::new(Power::Reciprocal, -1, hi_exp, degree)
-                .with_probability_products(),
+            recip: InversePower::new(Power::Reciprocal, -1, hi_exp, degree),
             cfg,
         }
     }
@@ -94,8 +93,15 @@ impl Softmax {
             }
             Variant::CipherDm => {
                 let e = exp::exp_chebyshev(ctx, &d, &self.exp_series, width)?;
-                let sums = e.sum_runs(cols);
-                self.recip.eval(ctx, &sums, Some((&e, cols)))
+                // 1/sum per row, kept at the normaliser's extra fraction
+                // bits (exact truncation: a row sum's product is large),
+                // then one product per element.  The products of a row sum
+                // to at most 1, so their probabilistic truncations fail
+                // with probability at most 2^(f+d-64) per row in total.
+                let nrm = self.recip.normalize(ctx, &e.sum_runs(cols), None)?;
+                let g = self.recip.series(ctx, &nrm.t)?;
+                let inv = arith::mul_trunc_exact(ctx, &g, &nrm.scaled, f)?;
+                arith::mul_trunc(ctx, &e, &inv.repeat_each(cols), nrm.scaled_frac_bits)
             }
         }
     }
