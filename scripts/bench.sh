@@ -19,7 +19,9 @@ BINS=(-p party-server -p train -p bench --bin bench-sample --bin eval-quality --
 
 if [ "${1:-}" = "--quick" ]; then
   shift
-  cargo build -q "${BINS[@]}"
+  # The feature set of `cargo test --workspace` (all members, dev-dependencies
+  # on), so that after the test command this builds only bench-report.
+  cargo build -q --workspace --tests --bins
   exec target/debug/bench-report --quick --out target/bench-quick "$@"
 fi
 

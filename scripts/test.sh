@@ -5,7 +5,17 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-step() { printf '\n=== %s ===\n' "$*"; }
+START=$(date +%s)
+LAST=""
+# Prints a step's heading, and how long the previous one took (CI logs show
+# where the time goes).
+step() {
+  local now
+  now=$(date +%s)
+  [ -z "$LAST" ] || printf '[test] %d s (%d s in all)\n' $((now - LAST)) $((now - START))
+  LAST=$now
+  printf '\n=== %s ===\n' "$*"
+}
 
 step "cargo fmt --check"
 cargo fmt --all --check
@@ -20,7 +30,10 @@ step "native tests (with the page end to end in headless Chromium: party-server/
 cargo test --workspace
 
 step "benchmark smoke run (bench-ops --quick)"
-cargo run -q --bin bench-ops -- --quick
+# Built with the tests' feature set, which reuses their build (a plain
+# `cargo run --bin bench-ops` would resolve features anew and rebuild).
+cargo build -q --workspace --tests --bins
+target/debug/bench-ops --quick
 
 step "benchmark report smoke run (scripts/bench.sh --quick: debug build, tiny sizes, target/bench-quick/)"
 bash scripts/bench.sh --quick
