@@ -41,6 +41,12 @@ function selectedModel() {
   return models.find((m) => m.name === $("model").value);
 }
 
+// What class `label` of model `m` shows ("7", "Sneaker").
+function className(m, label) {
+  const i = m.class_labels.indexOf(label);
+  return m.class_names[i] ?? String(label);
+}
+
 function showModel() {
   const m = selectedModel();
   if (!m) return;
@@ -49,7 +55,7 @@ function showModel() {
     `${m.activation}, ${m.schedule_steps}-step schedule, ${m.frac_bits}-bit fixed point`;
   const cls = $("class");
   cls.replaceChildren(
-    ...m.class_labels.map((label) => new Option(String(label), String(label))),
+    ...m.class_labels.map((label, i) => new Option(m.class_names[i] ?? String(label), String(label))),
   );
   $("class-row").hidden = m.num_classes === 0;
 }
@@ -162,12 +168,13 @@ function generate(event) {
         showImage(ev);
         timings.finalMs = performance.now() - t0;
         showProgress($("progress").max, $("progress").max, t0);
-        const cls = options.class_label === null ? "" : `, digit ${options.class_label}`;
+        const cls = options.class_label === null ? "" : `, ${className(model, options.class_label)}`;
         $("caption").textContent = `${model.name}${cls}, ${sampler.toUpperCase()}, seed ${seed}`;
         $("timings").textContent =
           `First progress after ${formatSeconds(timings.firstProgressMs ?? timings.finalMs)}, ` +
           `image after ${formatSeconds(timings.finalMs)}.`;
-        offerDownload(`cipherdm-${model.name}${cls.replace(", digit ", "-class")}-seed${seed}.png`);
+        const label = options.class_label === null ? "" : `-class${options.class_label}`;
+        offerDownload(`cipherdm-${model.name}${label}-seed${seed}.png`);
         finish("done");
         break;
       }

@@ -28,6 +28,7 @@ fn info() -> ModelInfo {
         image_size: 28,
         num_classes: 2,
         class_labels: vec![0, 1],
+        class_names: vec!["0".into(), "1".into()],
         frac_bits: 14,
         schedule_steps: 1000,
     }

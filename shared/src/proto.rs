@@ -186,6 +186,10 @@ pub struct ModelInfo {
     pub num_classes: u32,
     /// Dataset labels of the model's classes (index = class input).
     pub class_labels: Vec<u32>,
+    /// What each class shows, for people ("7", "Sneaker"), same order
+    /// (empty from servers older than this field).
+    #[serde(default)]
+    pub class_names: Vec<String>,
     pub frac_bits: u32,
     /// Diffusion steps T of the schedule.
     pub schedule_steps: u32,
@@ -655,6 +659,19 @@ pub fn decode_server(bytes: &[u8]) -> Result<ServerMsg, ProtoError> {
         kind::MODELS => {
             let h: ModelsHeader = header(&f)?;
             expect_empty_payload(&f)?;
+            for m in &h.models {
+                let k = m.num_classes as usize;
+                if m.class_labels.len() != k
+                    || !(m.class_names.is_empty() || m.class_names.len() == k)
+                {
+                    return Err(ProtoError::Header(format!(
+                        "model {}: {k} classes but {} labels and {} names",
+                        m.name,
+                        m.class_labels.len(),
+                        m.class_names.len()
+                    )));
+                }
+            }
             Ok(ServerMsg::Models(h.models))
         }
         kind::ACCEPTED => {
@@ -758,6 +775,7 @@ mod tests {
                 image_size: 28,
                 num_classes: 2,
                 class_labels: vec![0, 1],
+                class_names: vec!["0".into(), "1".into()],
                 frac_bits: 18,
                 schedule_steps: 1000,
             }]),
@@ -777,6 +795,35 @@ mod tests {
         ] {
             assert_eq!(decode_server(&encode_server(&m)), Ok(m));
         }
+    }
+
+    #[test]
+    fn model_lists_whose_class_counts_disagree_are_refused() {
+        let info = |labels: Vec<u32>, names: Vec<&str>| ModelInfo {
+            name: "m".into(),
+            activation: "silu".into(),
+            in_channels: 1,
+            image_size: 28,
+            num_classes: 2,
+            class_labels: labels,
+            class_names: names.into_iter().map(String::from).collect(),
+            frac_bits: 14,
+            schedule_steps: 1000,
+        };
+        let decode = |m: ModelInfo| decode_server(&encode_server(&ServerMsg::Models(vec![m])));
+        assert!(
+            decode(info(vec![0, 1], vec![])).is_ok(),
+            "names are optional"
+        );
+        assert!(decode(info(vec![0, 1], vec!["a", "b"])).is_ok());
+        assert!(matches!(
+            decode(info(vec![0], vec![])),
+            Err(ProtoError::Header(_))
+        ));
+        assert!(matches!(
+            decode(info(vec![0, 1], vec!["a"])),
+            Err(ProtoError::Header(_))
+        ));
     }
 
     #[test]

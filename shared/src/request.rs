@@ -433,6 +433,7 @@ mod tests {
             image_size: 4,
             num_classes: 2,
             class_labels: vec![3, 7],
+            class_names: vec!["3".into(), "7".into()],
             frac_bits: 18,
             schedule_steps: 1000,
         }

@@ -106,14 +106,29 @@ async fn run(cli: Cli) -> Result<(), String> {
         Cmd::Models { cluster } => {
             let u = urls(&cluster)?;
             for m in client::list_models(&u[0]).await? {
+                // `--class` takes the label; the name says what it shows.
+                let classes: Vec<String> = m
+                    .class_labels
+                    .iter()
+                    .zip(
+                        m.class_names
+                            .iter()
+                            .map(Some)
+                            .chain(std::iter::repeat(None)),
+                    )
+                    .map(|(l, n)| match n {
+                        Some(n) if *n != l.to_string() => format!("{l} ({n})"),
+                        _ => l.to_string(),
+                    })
+                    .collect();
                 println!(
-                    "{}: {} {}x{}x{}, classes {:?}, {} fraction bits",
+                    "{}: {} {}x{}x{}, classes [{}], {} fraction bits",
                     m.name,
                     m.activation,
                     m.in_channels,
                     m.image_size,
                     m.image_size,
-                    m.class_labels,
+                    classes.join(", "),
                     m.frac_bits
                 );
             }

@@ -177,6 +177,20 @@ pub struct UNetConfig {
     pub dataset: Option<String>,
 }
 
+/// Fashion-MNIST's ten labels, in label order (Xiao et al., 2017).
+const FASHION_MNIST_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
+
 impl UNetConfig {
     /// The paper's released tiny model (≈15.9k parameters) with the given activation.
     pub fn cipherdm_tiny(activation: Activation) -> Self {
@@ -251,6 +265,18 @@ impl UNetConfig {
         match &self.class_labels {
             Some(l) => l[c],
             None => c,
+        }
+    }
+
+    /// What class index `c` shows, for people: the digit for MNIST models,
+    /// the garment for Fashion-MNIST ones.
+    pub fn class_name(&self, c: usize) -> String {
+        let label = self.class_label(c);
+        match self.dataset.as_deref() {
+            Some("fashion-mnist") => FASHION_MNIST_CLASSES
+                .get(label)
+                .map_or_else(|| label.to_string(), |n| (*n).to_string()),
+            _ => label.to_string(),
         }
     }
 

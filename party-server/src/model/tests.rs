@@ -357,3 +357,13 @@ fn group_norm_softmax_and_activations() {
         1e-4,
     );
 }
+
+#[test]
+fn class_names_follow_the_data_set() {
+    let mut c = UNetConfig::cipherdm_tiny(Activation::Silu);
+    assert_eq!((c.class_name(0), c.class_name(1)), ("0".into(), "1".into()));
+    c.dataset = Some("fashion-mnist".into());
+    c.class_labels = Some(vec![7, 9]);
+    assert_eq!(c.class_name(0), "Sneaker");
+    assert_eq!(c.class_name(1), "Ankle boot");
+}

@@ -84,6 +84,7 @@ impl StoredModel {
             image_size: c.image_size as u32,
             num_classes: classes as u32,
             class_labels: (0..classes).map(|k| c.class_label(k) as u32).collect(),
+            class_names: (0..classes).map(|k| c.class_name(k)).collect(),
             frac_bits: self.fx.frac_bits(),
             schedule_steps: Schedule::default_linear().num_steps() as u32,
         }
