@@ -37,7 +37,7 @@ cargo clippy --version >/dev/null 2>&1 || die "clippy missing (rustup component 
 # 3. wasm-bindgen-cli at exactly the wasm-bindgen version in Cargo.lock.
 export PATH="$HOME/.cargo/bin:$PATH"
 # Both tools only drive builds, so they are compiled for build time rather
-# than speed (about half the minutes on a bare machine).
+# than run time (opt-level 1, no LTO, many codegen units).
 export CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_LTO=false \
   CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_DEBUG=false
 WB_VERSION="$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/[^0-9.]/, ""); print; exit}' "$ROOT/Cargo.lock")"
