@@ -21,13 +21,28 @@ pub struct Cluster {
     pub children: [Option<Child>; 3],
 }
 
-/// Ports the OS says are free now (a small race with other processes is
-/// accepted: the tests run on a private machine).
+/// Ports the OS says are free now, never one already handed to another
+/// cluster of this test process: the tests run in parallel, and the OS may
+/// offer a port again once its probe listener is closed, before the cluster
+/// that got it first has bound it.  (A small race with other processes is
+/// accepted: the tests run on a private machine.)
 fn free_ports<const N: usize>() -> [u16; N] {
-    let ls: Vec<std::net::TcpListener> = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    std::array::from_fn(|i| ls[i].local_addr().unwrap().port())
+    static TAKEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut taken = TAKEN.lock().unwrap();
+    let mut probes = Vec::new();
+    let mut ports = Vec::with_capacity(N);
+    while ports.len() < N {
+        // Probes stay open until all N are chosen, so the OS offers N
+        // different ports; a port taken before is skipped.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        if !taken.contains(&p) {
+            taken.push(p);
+            ports.push(p);
+        }
+        probes.push(l);
+    }
+    std::array::from_fn(|i| ports[i])
 }
 
 fn scratch(name: &str) -> PathBuf {
