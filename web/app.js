@@ -43,8 +43,7 @@ function selectedModel() {
 
 // What class `label` of model `m` shows ("7", "Sneaker").
 function className(m, label) {
-  const i = m.class_labels.indexOf(label);
-  return m.class_names[i] ?? String(label);
+  return m.class_names[m.class_labels.indexOf(label)];
 }
 
 function showModel() {
@@ -55,7 +54,7 @@ function showModel() {
     `${m.activation}, ${m.schedule_steps}-step schedule, ${m.frac_bits}-bit fixed point`;
   const cls = $("class");
   cls.replaceChildren(
-    ...m.class_labels.map((label, i) => new Option(m.class_names[i] ?? String(label), String(label))),
+    ...m.class_labels.map((label, i) => new Option(m.class_names[i], String(label))),
   );
   $("class-row").hidden = m.num_classes === 0;
 }

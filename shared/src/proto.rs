@@ -187,7 +187,7 @@ pub struct ModelInfo {
     /// Dataset labels of the model's classes (index = class input).
     pub class_labels: Vec<u32>,
     /// What each class shows, for people ("7", "Sneaker"), same order
-    /// (empty from servers older than this field).
+    /// (from servers older than this field: the labels, filled in on decoding).
     #[serde(default)]
     pub class_names: Vec<String>,
     pub frac_bits: u32,
@@ -659,7 +659,8 @@ pub fn decode_server(bytes: &[u8]) -> Result<ServerMsg, ProtoError> {
         kind::MODELS => {
             let h: ModelsHeader = header(&f)?;
             expect_empty_payload(&f)?;
-            for m in &h.models {
+            let mut models = h.models;
+            for m in &mut models {
                 let k = m.num_classes as usize;
                 if m.class_labels.len() != k
                     || !(m.class_names.is_empty() || m.class_names.len() == k)
@@ -671,8 +672,11 @@ pub fn decode_server(bytes: &[u8]) -> Result<ServerMsg, ProtoError> {
                         m.class_names.len()
                     )));
                 }
+                if m.class_names.is_empty() {
+                    m.class_names = m.class_labels.iter().map(u32::to_string).collect();
+                }
             }
-            Ok(ServerMsg::Models(h.models))
+            Ok(ServerMsg::Models(models))
         }
         kind::ACCEPTED => {
             let h: AcceptedHeader = header(&f)?;
@@ -811,10 +815,10 @@ mod tests {
             schedule_steps: 1000,
         };
         let decode = |m: ModelInfo| decode_server(&encode_server(&ServerMsg::Models(vec![m])));
-        assert!(
-            decode(info(vec![0, 1], vec![])).is_ok(),
-            "names are optional"
-        );
+        match decode(info(vec![0, 1], vec![])) {
+            Ok(ServerMsg::Models(m)) => assert_eq!(m[0].class_names, ["0", "1"], "labels stand in"),
+            other => panic!("names are optional, got {other:?}"),
+        }
         assert!(decode(info(vec![0, 1], vec!["a", "b"])).is_ok());
         assert!(matches!(
             decode(info(vec![0], vec![])),

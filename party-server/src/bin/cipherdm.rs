@@ -110,15 +110,13 @@ async fn run(cli: Cli) -> Result<(), String> {
                 let classes: Vec<String> = m
                     .class_labels
                     .iter()
-                    .zip(
-                        m.class_names
-                            .iter()
-                            .map(Some)
-                            .chain(std::iter::repeat(None)),
-                    )
-                    .map(|(l, n)| match n {
-                        Some(n) if *n != l.to_string() => format!("{l} ({n})"),
-                        _ => l.to_string(),
+                    .zip(&m.class_names)
+                    .map(|(l, n)| {
+                        if *n == l.to_string() {
+                            n.clone()
+                        } else {
+                            format!("{l} ({n})")
+                        }
                     })
                     .collect();
                 println!(
