@@ -15,7 +15,7 @@
 
 use super::arith::AShare;
 use super::bits::{BShare, and_all};
-use super::compare::{CompareWidth, msb_coarse, mul_ba};
+use super::compare::{CompareWidth, inject_sum, msb_coarse, mul_ba};
 use super::{Ctx, Result};
 
 /// Balanced split of `m` candidates into groups of at most `group`.
@@ -46,94 +46,129 @@ pub fn max_rows(
     let mut m = cols;
     while m > 1 {
         let sizes = group_sizes(m, group);
-        // Pairwise differences of every group of every row.
+        // Every pair (i < j) of every group of every row, and where each
+        // output of the level comes from.
         let (mut left, mut right) = (Vec::new(), Vec::new());
-        // For each candidate in a group of size ≥ 2: (bit position, negate?).
-        let mut wins: Vec<Vec<(usize, bool)>> = Vec::new();
-        let mut in_groups = Vec::new(); // candidates that need selecting
-        let mut layout = Vec::new(); // per output: Ok(candidate) or Err(range in in_groups)
+        let mut groups = Vec::new(); // (first candidate, size) of groups of ≥ 2
+        let mut layout = Vec::with_capacity(rows * sizes.len());
         for r in 0..rows {
             let mut start = r * m;
             for &s in &sizes {
                 if s == 1 {
-                    layout.push(Err(start));
-                    start += 1;
-                    continue;
-                }
-                let base_pair = left.len();
-                let pair_pos = |i: usize, j: usize| {
-                    // index of pair (i<j) in lexicographic order within the group
-                    base_pair + i * (2 * s - i - 1) / 2 + (j - i - 1)
-                };
-                for i in 0..s {
-                    for j in i + 1..s {
-                        left.push(start + i);
-                        right.push(start + j);
+                    layout.push(Slot::Bye(start));
+                } else {
+                    layout.push(Slot::Winner(groups.len()));
+                    groups.push((start, s));
+                    for i in start..start + s {
+                        for j in i + 1..start + s {
+                            left.push(i);
+                            right.push(j);
+                        }
                     }
                 }
-                let first = in_groups.len();
-                for i in 0..s {
-                    let list = (0..s)
-                        .filter(|&j| j != i)
-                        .map(|j| {
-                            if i < j {
-                                (pair_pos(i, j), false)
-                            } else {
-                                (pair_pos(j, i), true)
-                            }
-                        })
-                        .collect();
-                    wins.push(list);
-                    in_groups.push(start + i);
-                }
-                layout.push(Ok((first, s)));
                 start += s;
             }
         }
-        let next_m = sizes.len();
-        if !left.is_empty() {
-            let d = cand.gather(&left).sub(&cand.gather(&right));
-            // ge = [x_i ≥ x_j] = not msb(x_i - x_j); lt = its complement.
+        let winners = if groups.is_empty() {
+            AShare::zeros(0)
+        } else {
+            let d = pair_differences(&cand, &left, &right);
+            // ge = [x_i ≥ x_j] = not msb(x_i - x_j).
             let ge = msb_coarse(ctx, &d, width)?.not(ctx);
-            let picked = if group == 2 {
-                // A pair needs one bit injection: (ge·(x_i − x_j), x_j) sum to the winner.
-                let diff = mul_ba(ctx, &ge, &d)?;
-                let mut both = Vec::with_capacity(2 * left.len());
-                for (p, &j) in right.iter().enumerate() {
-                    both.push(p);
-                    both.push(left.len() + j);
-                }
-                AShare::concat(&[&diff, &cand]).gather(&both)
+            if group == 2 {
+                // One bit injection per pair: x_j + ge·(x_i − x_j).
+                inject_sum(ctx, &ge, &d, &cand.gather(&right), 0)?
             } else {
-                let lt = ge.not(ctx);
-                let lt_at = 64 * ge.words();
-                let bits = BShare::concat(&[&ge, &lt]);
-                let lists: Vec<Vec<usize>> = wins
-                    .iter()
-                    .map(|l| {
-                        l.iter()
-                            .map(|&(p, neg)| if neg { lt_at + p } else { p })
-                            .collect()
-                    })
-                    .collect();
-                let winner = and_all(ctx, &bits, &lists)?;
-                mul_ba(ctx, &winner, &cand.gather(&in_groups))?
-            };
-            let mut out = Vec::with_capacity(rows * next_m);
-            for l in &layout {
-                out.push(match *l {
-                    Ok((first, s)) => {
-                        let idx: Vec<usize> = (first..first + s).collect();
-                        picked.gather(&idx).sum_runs(s)
-                    }
-                    Err(c) => cand.gather(&[c]),
-                });
+                group_winners(ctx, &cand, &ge, &groups)?
             }
-            cand = AShare::concat(&out.iter().collect::<Vec<_>>());
+        };
+        let mut next = AShare {
+            a: Vec::with_capacity(layout.len()),
+            b: Vec::with_capacity(layout.len()),
+        };
+        for slot in layout {
+            let (from, i) = match slot {
+                Slot::Winner(g) => (&winners, g),
+                Slot::Bye(c) => (&cand, c),
+            };
+            next.a.push(from.a[i]);
+            next.b.push(from.b[i]);
         }
-        m = next_m;
+        cand = next;
+        m = sizes.len();
     }
     Ok(cand)
+}
+
+/// Where an output of a tournament level comes from.
+#[derive(Clone, Copy)]
+enum Slot {
+    /// The winner of the group with this index.
+    Winner(usize),
+    /// A candidate alone in its group.
+    Bye(usize),
+}
+
+/// `x[left[p]] - x[right[p]]` for every pair `p` (local).
+fn pair_differences(x: &AShare, left: &[usize], right: &[usize]) -> AShare {
+    let diff = |v: &[u64]| {
+        left.iter()
+            .zip(right)
+            .map(|(&i, &j)| v[i].wrapping_sub(v[j]))
+            .collect()
+    };
+    AShare {
+        a: diff(&x.a),
+        b: diff(&x.b),
+    }
+}
+
+/// The winner of each group of more than two candidates, given
+/// `ge[p] = [x_i ≥ x_j]` for its pairs `p = (i < j)` in lexicographic order
+/// (groups consecutive): a candidate wins when it beats all others of its
+/// group, ties going to the lower index.
+fn group_winners(
+    ctx: &mut Ctx,
+    cand: &AShare,
+    ge: &BShare,
+    groups: &[(usize, usize)],
+) -> Result<AShare> {
+    let lt_at = 64 * ge.words();
+    let bits = BShare::concat(&[ge, &ge.not(ctx)]);
+    let (mut lists, mut members) = (Vec::new(), Vec::new());
+    let mut base = 0; // index of the group's first pair
+    for &(start, s) in groups {
+        let pair = |i: usize, j: usize| base + i * (2 * s - i - 1) / 2 + (j - i - 1);
+        for i in 0..s {
+            lists.push(
+                (0..s)
+                    .filter(|&j| j != i)
+                    .map(|j| {
+                        if i < j {
+                            pair(i, j)
+                        } else {
+                            lt_at + pair(j, i)
+                        }
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            members.push(start + i);
+        }
+        base += s * (s - 1) / 2;
+    }
+    let winner = and_all(ctx, &bits, &lists)?;
+    let picked = mul_ba(ctx, &winner, &cand.gather(&members))?;
+    // Exactly one member of a group has a non-zero pick.
+    let mut out = AShare::zeros(groups.len());
+    let mut at = 0;
+    for (g, &(_, s)) in groups.iter().enumerate() {
+        for k in at..at + s {
+            out.a[g] = out.a[g].wrapping_add(picked.a[k]);
+            out.b[g] = out.b[g].wrapping_add(picked.b[k]);
+        }
+        at += s;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
