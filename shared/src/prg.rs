@@ -30,9 +30,6 @@ impl std::fmt::Debug for Seed {
     }
 }
 
-/// Bytes of keystream produced per block of work; a multiple of the AES block.
-const CHUNK_BYTES: usize = 4096;
-
 pub struct Prg {
     cipher: Aes128Ctr,
 }
@@ -47,19 +44,17 @@ impl Prg {
 
     /// Fills `out` with uniformly random bytes.
     pub fn fill_bytes(&mut self, out: &mut [u8]) {
-        out.fill(0);
-        self.cipher.apply_keystream(out);
+        self.cipher.write_keystream(out);
     }
 
-    /// Fills `out` with uniformly random ring elements (little-endian words of
-    /// the keystream, so the stream is the same on every platform).
+    /// Fills `out` with uniformly random ring elements: little-endian words
+    /// of the keystream, so the stream is the same on every platform.  The
+    /// keystream is written straight into the words.
     pub fn fill_u64(&mut self, out: &mut [u64]) {
-        let mut buf = [0u8; CHUNK_BYTES];
-        for words in out.chunks_mut(CHUNK_BYTES / 8) {
-            let bytes = &mut buf[..words.len() * 8];
-            self.fill_bytes(bytes);
-            for (w, b) in words.iter_mut().zip(bytes.chunks_exact(8)) {
-                *w = u64::from_le_bytes(b.try_into().expect("chunk of 8"));
+        self.fill_bytes(bytemuck::cast_slice_mut(out));
+        if cfg!(target_endian = "big") {
+            for w in out.iter_mut() {
+                *w = u64::from_le(*w);
             }
         }
     }
@@ -132,6 +127,18 @@ mod tests {
         pieces.extend(p.u64_vec(497));
         assert_eq!(whole, pieces);
         assert_ne!(Prg::new(Seed([8; 16])).u64_vec(4), whole[..4]);
+    }
+
+    #[test]
+    fn words_are_the_little_endian_keystream() {
+        let seed = Seed([3; 16]);
+        let mut bytes = [0u8; 8 * 37];
+        Prg::new(seed).fill_bytes(&mut bytes);
+        let want: Vec<u64> = bytes
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        assert_eq!(Prg::new(seed).u64_vec(37), want);
     }
 
     #[test]
