@@ -86,12 +86,25 @@ pub fn chebyshev_basis(ctx: &mut Ctx, t: &AShare, degree: usize) -> Result<Vec<A
     while ts.len() <= degree {
         let m = ts.len() - 1;
         let count = (degree - m).min(m);
-        let lefts: Vec<&AShare> = vec![&ts[m]; count];
-        let rights: Vec<&AShare> = (1..=count).map(|j| &ts[j]).collect();
-        let prod = arith::mul_fx(ctx, &AShare::concat(&lefts), &AShare::concat(&rights))?;
-        let parts = prod.split(&vec![t.len(); count]);
-        for (j, p) in (1..=count).zip(parts) {
-            ts.push(p.mul_public_scalar(2).sub(&ts[m - j]));
+        // The products T_m·T_j (j = 1..=count), reshared as one batch.
+        let mut terms = Vec::with_capacity(count * t.len());
+        for j in 1..=count {
+            terms.extend(arith::product_terms(&ts[m], &ts[j]));
+        }
+        let prod = arith::reshare_trunc(ctx, terms, ctx.frac_bits())?;
+        for (j, p) in (1..=count).zip(prod.split(&vec![t.len(); count])) {
+            // T_(m+j) = 2·T_m·T_j − T_(m−j).
+            let low = &ts[m - j];
+            let twice_minus = |v: &[u64], l: &[u64]| -> Vec<u64> {
+                v.iter()
+                    .zip(l)
+                    .map(|(&v, &l)| v.wrapping_mul(2).wrapping_sub(l))
+                    .collect()
+            };
+            ts.push(AShare {
+                a: twice_minus(&p.a, &low.a),
+                b: twice_minus(&p.b, &low.b),
+            });
         }
     }
     ts.truncate(degree + 1);
@@ -105,7 +118,11 @@ fn combine_wide(ctx: &Ctx, basis: &[AShare], coeffs: &[f64]) -> AShare {
     let mut acc = AShare::zeros(basis[0].len());
     for (b, &c) in basis.iter().zip(coeffs) {
         let c = fx.encode(c).expect("coefficient within range");
-        acc = acc.add(&b.mul_public_scalar(c));
+        for (acc, b) in [(&mut acc.a, &b.a), (&mut acc.b, &b.b)] {
+            for (s, &v) in acc.iter_mut().zip(b) {
+                *s = s.wrapping_add(v.wrapping_mul(c));
+            }
+        }
     }
     acc
 }
