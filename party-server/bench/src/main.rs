@@ -118,6 +118,9 @@ pub enum QualityCell {
 
 pub struct QualityRow {
     pub model: String,
+    /// Training iterations of the weights measured (from the model's
+    /// `train_state.json`), for models whose training spans sessions.
+    pub trained_iterations: Option<u64>,
     pub cells: Vec<QualityCell>,
 }
 
@@ -245,6 +248,7 @@ fn quality(tools: &Tools, plan: &Plan, images: &Path) -> Vec<QualityRow> {
         .iter()
         .map(|&model| QualityRow {
             model: model.into(),
+            trained_iterations: tools.trained_iterations(model),
             cells: QUALITY_BACKENDS
                 .iter()
                 .map(|&backend| {

@@ -288,9 +288,13 @@ fn quality_table(md: &mut String, r: &Results, plan: &Plan) {
                     "– | skipped (see below) | – | –".into()
                 }
             };
+            let trained = row
+                .trained_iterations
+                .map(|n| format!(" ({n} iterations)"))
+                .unwrap_or_default();
             let _ = writeln!(
                 md,
-                "| `{}` | {backend} | {cells} | {paper_fid} |",
+                "| `{}`{trained} | {backend} | {cells} | {paper_fid} |",
                 row.model
             );
         }

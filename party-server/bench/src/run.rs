@@ -115,6 +115,13 @@ impl Tools {
         self.model_dir(model).join("model.safetensors").exists()
     }
 
+    /// Iterations the model's weights were trained for, when its
+    /// `train_state.json` says.
+    pub fn trained_iterations(&self, model: &str) -> Option<u64> {
+        let text = std::fs::read_to_string(self.model_dir(model).join("train_state.json")).ok()?;
+        serde_json::from_str::<serde_json::Value>(&text).ok()?["iterations"].as_u64()
+    }
+
     /// Secure sampling: the variants' results (baseline first when both).
     pub fn bench_sample(&self, s: &SampleSpec) -> Result<Vec<Secure>, String> {
         let mut cmd = Command::new(self.bin("bench-sample")?);
