@@ -278,7 +278,8 @@ fn quality(tools: &Tools, plan: &Plan, images: &Path) -> Vec<QualityRow> {
 
 /// Time and bytes per image against the batch size (trained tiny SiLU or
 /// random weights) and against the width (random weights: configs of the
-/// tiny U-Net with other base channel counts, written under OUT/tmp).
+/// tiny U-Net with other base channel counts, written under OUT/tmp and
+/// removed afterwards).
 fn scaling(tools: &Tools, plan: &Plan, out: &Path) -> Result<Scaling, String> {
     let model = "cipherdm-tiny-silu";
     let spec = |model: String, batch: usize, random_weights: bool| SampleSpec {
@@ -301,8 +302,9 @@ fn scaling(tools: &Tools, plan: &Plan, out: &Path) -> Result<Scaling, String> {
         .and_then(|s| serde_json::from_str(&s).map_err(|e| e.to_string()))
         .map_err(|e| format!("{}: {e}", cfg_path.display()))?;
     let mut by_width = Vec::new();
+    let scratch = out.join("tmp");
     for &w in &plan.widths {
-        let dir = out.join("tmp").join(format!("tiny-width-{w}"));
+        let dir = scratch.join(format!("tiny-width-{w}"));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut c = cfg.clone();
         c["base_channels"] = w.into();
@@ -312,6 +314,7 @@ fn scaling(tools: &Tools, plan: &Plan, out: &Path) -> Result<Scaling, String> {
             by_width.push((w, r));
         }
     }
+    std::fs::remove_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
     Ok(Scaling { by_batch, by_width })
 }
 
