@@ -6,8 +6,34 @@
 //! network transport serialises them little-endian.
 
 use std::collections::HashMap;
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError, channel};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long [`recv_polling`] polls before it blocks.
+const RECV_POLL: Duration = Duration::from_micros(200);
+
+/// Receives the next message of a link's queue, waiting at most `timeout`
+/// (`None`: for ever).  A neighbour's message usually follows within
+/// microseconds, and waking a blocked thread costs tens of them (more on a
+/// VM), so the queue is polled for [`RECV_POLL`] first, giving the core
+/// away between polls.  Measured on the 2-core machine (DDIM-4 in process,
+/// 24 runs each, interleaved): median wall 2.63 s against 2.96 s without
+/// polling, for 7% more CPU.
+pub fn recv_polling<T>(rx: &Receiver<T>, timeout: Option<Duration>) -> Result<T, RecvTimeoutError> {
+    let start = Instant::now();
+    while start.elapsed() < RECV_POLL {
+        match rx.try_recv() {
+            Ok(msg) => return Ok(msg),
+            Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
+            Err(TryRecvError::Empty) => std::thread::yield_now(),
+        }
+    }
+    match timeout {
+        Some(t) => rx.recv_timeout(t.saturating_sub(start.elapsed())),
+        None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+    }
+}
 
 /// A neighbour of this party on the ring `P0 → P1 → P2 → P0`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +141,7 @@ impl Transport for MemTransport {
             Dir::Next => &self.from_next,
             Dir::Prev => &self.from_prev,
         };
-        rx.recv().map_err(|_| TransportError::Disconnected(from))
+        recv_polling(rx, None).map_err(|_| TransportError::Disconnected(from))
     }
 
     fn substream(&mut self, tag: u64) -> Result<Box<dyn Transport>, TransportError> {

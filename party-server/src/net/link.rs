@@ -25,6 +25,7 @@
 //! disconnects every stream that uses it, a peer's abort frame disconnects
 //! that session's streams, and `recv` gives up after the configured timeout.
 
+use crate::mpc::transport::recv_polling;
 use crate::mpc::{Dir, Transport, TransportError};
 use ring::aead::{AES_128_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use shared::Party;
@@ -545,7 +546,7 @@ impl NetTransport {
         from: Dir,
         timeout: Duration,
     ) -> Result<Vec<u64>, TransportError> {
-        match self.rx[dir_index(from)].recv_timeout(timeout) {
+        match recv_polling(&self.rx[dir_index(from)], Some(timeout)) {
             Ok(m) => Ok(m),
             Err(RecvTimeoutError::Disconnected) => Err(TransportError::Disconnected(from)),
             Err(RecvTimeoutError::Timeout) => Err(TransportError::Link {
