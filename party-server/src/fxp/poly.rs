@@ -83,6 +83,13 @@ pub fn chebyshev_basis(ctx: &mut Ctx, t: &AShare, degree: usize) -> Result<Vec<A
     let one = ctx.fx().encode(1.0).expect("1 is encodable");
     // ts[k] = T_k; T_0 = 1 is public.
     let mut ts: Vec<AShare> = vec![AShare::from_public(ctx, &vec![one; t.len()]), t.clone()];
+    // 2·p − l, element-wise, for one component.
+    let twice_minus = |v: &[u64], l: &[u64]| -> Vec<u64> {
+        v.iter()
+            .zip(l)
+            .map(|(&v, &l)| v.wrapping_mul(2).wrapping_sub(l))
+            .collect()
+    };
     while ts.len() <= degree {
         let m = ts.len() - 1;
         let count = (degree - m).min(m);
@@ -95,12 +102,6 @@ pub fn chebyshev_basis(ctx: &mut Ctx, t: &AShare, degree: usize) -> Result<Vec<A
         for (j, p) in (1..=count).zip(prod.split(&vec![t.len(); count])) {
             // T_(m+j) = 2·T_m·T_j − T_(m−j).
             let low = &ts[m - j];
-            let twice_minus = |v: &[u64], l: &[u64]| -> Vec<u64> {
-                v.iter()
-                    .zip(l)
-                    .map(|(&v, &l)| v.wrapping_mul(2).wrapping_sub(l))
-                    .collect()
-            };
             ts.push(AShare {
                 a: twice_minus(&p.a, &low.a),
                 b: twice_minus(&p.b, &low.b),
