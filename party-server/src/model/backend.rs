@@ -101,6 +101,20 @@ pub trait Backend {
     /// Softmax over the last dimension.
     fn softmax_last(&mut self, x: &Self::Tensor) -> Result<Self::Tensor>;
 
+    /// The attention core `softmax(q kᵀ) v` for `q`, `k`, `v` of shape
+    /// `[B, L, d]` (`q` already scaled by `1/√d`).  The default composes
+    /// [`matmul`](Self::matmul) and [`softmax_last`](Self::softmax_last), so
+    /// the secure back end batches and accounts each of them; a training
+    /// back end may fuse it and never store the `L × L` weights.
+    fn attention(
+        &mut self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+    ) -> Result<Self::Tensor> {
+        attention_composed(self, q, k, v)
+    }
+
     /// Element-wise sum of two tensors of the same shape.
     fn add(&mut self, x: &Self::Tensor, y: &Self::Tensor) -> Result<Self::Tensor>;
 
@@ -143,4 +157,17 @@ pub trait Backend {
         start: usize,
         len: usize,
     ) -> Result<Self::Tensor>;
+}
+
+/// [`Backend::attention`] as `matmul(softmax_last(matmul(q, kᵀ)), v)`.
+pub fn attention_composed<B: Backend + ?Sized>(
+    be: &mut B,
+    q: &B::Tensor,
+    k: &B::Tensor,
+    v: &B::Tensor,
+) -> Result<B::Tensor> {
+    let kt = be.transpose(k, 1, 2)?; // [B, d, L]
+    let s = be.matmul(q, &kt)?; // [B, L, L]
+    let p = be.softmax_last(&s)?;
+    be.matmul(&p, v)
 }

@@ -15,7 +15,7 @@ pub mod meta;
 pub mod unet;
 pub mod weights;
 
-pub use backend::{Backend, Init};
+pub use backend::{Backend, Init, attention_composed};
 pub use config::{Activation, ClassEmbedding, Prediction, UNetConfig};
 pub use cpu::{CpuBackend, CpuTensor, SplitMix64};
 pub use meta::MetaBackend;

@@ -294,10 +294,7 @@ impl<T: Clone> AttnBlock<T> {
         let q = self.split_heads(be, &q)?;
         let k = self.split_heads(be, &k)?;
         let v = self.split_heads(be, &v)?;
-        let kt = be.transpose(&k, 1, 2)?; // [N·h, d, L]
-        let s = be.matmul(&q, &kt)?; // [N·h, L, L]
-        let p = be.softmax_last(&s)?;
-        let o = be.matmul(&p, &v)?; // [N·h, L, d]
+        let o = be.attention(&q, &k, &v)?; // [N·h, L, d]
         let o = self.merge_heads(be, &o, n)?;
         let o = self.to_out.forward(be, &o)?; // [N, L, C]
         let o = be.transpose(&o, 1, 2)?;

@@ -8,7 +8,9 @@
 use std::collections::HashMap;
 
 use candle_core::{D, DType, Device, Tensor, Var};
-use party_server::model::{Activation, Backend, Init, ModelError, Result, SplitMix64};
+use party_server::model::{
+    Activation, Backend, Init, ModelError, Result, SplitMix64, attention_composed,
+};
 
 fn ce(e: candle_core::Error) -> ModelError {
     ModelError::Backend(e.to_string())
@@ -37,7 +39,7 @@ pub struct CandleBackend {
     /// Parameter source.
     pub source: ParamSource,
     /// Use the fused kernels of [`crate::fast_ops`] (default) instead of
-    /// candle's generic ops for conv2d, softmax and the activations.
+    /// candle's generic ops for conv2d, GroupNorm, attention and the activations.
     pub fast: bool,
 }
 
@@ -277,13 +279,21 @@ impl Backend for CandleBackend {
     }
 
     fn softmax_last(&mut self, x: &Tensor) -> Result<Tensor> {
-        if self.fast {
-            return x
-                .contiguous()
-                .and_then(|x| x.apply_op1(crate::fast_ops::SoftmaxLast))
-                .map_err(ce);
-        }
         candle_nn::ops::softmax(x, D::Minus1).map_err(ce)
+    }
+
+    fn attention(&mut self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        if !self.fast {
+            return attention_composed(self, q, k, v);
+        }
+        let f = || {
+            q.contiguous()?.apply_op3(
+                &k.contiguous()?,
+                &v.contiguous()?,
+                crate::fast_ops::Attention,
+            )
+        };
+        f().map_err(ce)
     }
 
     fn add(&mut self, x: &Tensor, y: &Tensor) -> Result<Tensor> {
