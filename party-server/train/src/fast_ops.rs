@@ -135,8 +135,14 @@ impl Geo {
                         }
                         let dst = &mut gx[(c * self.h + iy as usize) * self.w..][..self.w];
                         let sr = &src[oy * self.wo + r.start..oy * self.wo + r.end];
-                        for (j, v) in sr.iter().enumerate() {
-                            dst[ix0 + j * s] += v;
+                        if s == 1 {
+                            for (d, v) in dst[ix0..ix0 + sr.len()].iter_mut().zip(sr) {
+                                *d += v;
+                            }
+                        } else {
+                            for (j, v) in sr.iter().enumerate() {
+                                dst[ix0 + j * s] += v;
+                            }
                         }
                     }
                 }
