@@ -430,24 +430,31 @@ impl CustomOp3 for Attention {
 #[derive(Clone, Copy, Debug)]
 pub struct Act(pub Activation);
 
-fn act_grad(a: Activation, x: f32) -> f32 {
+/// The activation and its derivative at `x`, from one [`exp_f32`] so that
+/// the loops vectorise (libm's `exp`, `ln_1p` and `tanh` are scalar calls
+/// and made Mish training 2.5× slower than ReLU).  Mish's
+/// `tanh(softplus(x))` is `n / (n + 2)` with `n = eˣ(eˣ + 2)`; above
+/// `x = 20` it is 1 in f32.
+#[inline(always)]
+fn act_value_grad(a: Activation, x: f32) -> (f32, f32) {
     match a {
         Activation::Relu => {
             if x > 0.0 {
-                1.0
+                (x, 1.0)
             } else {
-                0.0
+                (0.0, 0.0)
             }
         }
         Activation::Silu => {
-            let s = 1.0 / (1.0 + (-x).exp());
-            s * (1.0 + x * (1.0 - s))
+            let s = 1.0 / (1.0 + exp_f32(-x));
+            (x * s, s * (1.0 + x * (1.0 - s)))
         }
         Activation::Mish => {
-            let sp = x.max(0.0) + (-x.abs()).exp().ln_1p();
-            let t = sp.tanh();
-            let s = 1.0 / (1.0 + (-x).exp());
-            t + x * (1.0 - t * t) * s
+            let u = exp_f32(x.min(20.0));
+            let n = u * (u + 2.0);
+            let t = n / (n + 2.0);
+            let s = u / (1.0 + u);
+            (x * t, t + x * (1.0 - t * t) * s)
         }
     }
 }
@@ -459,7 +466,7 @@ impl CustomOp1 for Act {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous(s, l)?;
         let a = self.0;
-        let out: Vec<f32> = x.iter().map(|&v| a.apply(v)).collect();
+        let out: Vec<f32> = x.iter().map(|&v| act_value_grad(a, v).0).collect();
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -467,7 +474,7 @@ impl CustomOp1 for Act {
         let mut g = vec_of(grad)?;
         let a = self.0;
         for (gv, &xv) in g.iter_mut().zip(&xv) {
-            *gv *= act_grad(a, xv);
+            *gv *= act_value_grad(a, xv).1;
         }
         Ok(Some(Tensor::from_vec(g, x.dims(), x.device())?))
     }
@@ -653,6 +660,36 @@ mod tests {
             worst = worst.max((got / want - 1.0).abs());
         }
         assert!(worst < 3e-7, "worst relative error {worst:e}");
+    }
+
+    #[test]
+    fn activations_and_derivatives_match_f64() {
+        let f64_act = |a: Activation, x: f64| match a {
+            Activation::Relu => x.max(0.0),
+            Activation::Silu => x / (1.0 + (-x).exp()),
+            Activation::Mish => x * (x.max(0.0) + (-x.abs()).exp().ln_1p()).tanh(),
+        };
+        for a in [Activation::Relu, Activation::Silu, Activation::Mish] {
+            for i in 0..=60_000 {
+                let x = (-30.0 + i as f64 / 1000.0) as f32;
+                let (v, g) = act_value_grad(a, x);
+                let x = x as f64;
+                let want = f64_act(a, x);
+                let h = 1e-6;
+                let want_g = (f64_act(a, x + h) - f64_act(a, x - h)) / (2.0 * h);
+                assert!(
+                    (v as f64 - want).abs() <= 1e-6 * want.abs().max(1.0),
+                    "{a:?}({x}) = {v}, want {want}"
+                );
+                // ReLU's kink: the difference quotient straddles it at 0.
+                if !(a == Activation::Relu && x == 0.0) {
+                    assert!(
+                        (g as f64 - want_g).abs() <= 1e-5,
+                        "{a:?}'({x}) = {g}, want {want_g}"
+                    );
+                }
+            }
+        }
     }
 
     /// The fused op against candle's composed matmul/softmax/matmul, values
