@@ -214,10 +214,7 @@ pub(crate) fn product_terms(x: &AShare, y: &AShare) -> Vec<u64> {
 /// mask with a zero-sharing, send to the previous party.  1 round.
 pub fn reshare(ctx: &mut Ctx, mut t: Vec<u64>) -> Result<AShare> {
     let n = t.len();
-    let alpha = ctx.zero_share(n);
-    t.iter_mut()
-        .zip(&alpha)
-        .for_each(|(v, a)| *v = v.wrapping_add(*a));
+    ctx.add_zero_share(&mut t);
     ctx.send(Dir::Prev, t.clone())?;
     let next = ctx.recv(Dir::Next, n)?;
     ctx.end_round();
@@ -229,10 +226,7 @@ pub fn reshare(ctx: &mut Ctx, mut t: Vec<u64>) -> Result<AShare> {
 /// word per element sent by each party.
 pub fn reshare_trunc(ctx: &mut Ctx, mut t: Vec<u64>, d: u32) -> Result<AShare> {
     let n = t.len();
-    let alpha = ctx.zero_share(n);
-    t.iter_mut()
-        .zip(&alpha)
-        .for_each(|(v, a)| *v = v.wrapping_add(*a));
+    ctx.add_zero_share(&mut t);
     match ctx.index() {
         0 => {
             // y_0 = t_0 >> d (+1, centring), shared with P2; y_1 arrives from P1.
@@ -330,10 +324,7 @@ pub fn reshare_trunc_exact(ctx: &mut Ctx, mut t: Vec<u64>, d: u32) -> Result<ASh
     assert!((1..64).contains(&d), "truncation by {d} bits");
     let n = t.len();
     let w = super::bits::words_for(n);
-    let alpha = ctx.zero_share(n);
-    t.iter_mut()
-        .zip(&alpha)
-        .for_each(|(v, a)| *v = v.wrapping_add(*a));
+    ctx.add_zero_share(&mut t);
     let logical = |v: &[u64]| -> Vec<u64> { v.iter().map(|&x| (x >> d).wrapping_add(1)).collect() };
     let zeros = || vec![0u64; w];
     // (y, shares of msb(a), shares of msb(b)); components as in any BShare.

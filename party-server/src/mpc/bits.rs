@@ -87,10 +87,10 @@ impl BShare {
 pub fn and(ctx: &mut Ctx, x: &BShare, y: &BShare) -> Result<BShare> {
     let n = x.words();
     debug_assert_eq!(n, y.words());
-    let beta = ctx.zero_share_xor(n);
-    let t: Vec<u64> = (0..n)
-        .map(|j| (x.a[j] & (y.a[j] ^ y.b[j])) ^ (x.b[j] & y.a[j]) ^ beta[j])
+    let mut t: Vec<u64> = (0..n)
+        .map(|j| (x.a[j] & (y.a[j] ^ y.b[j])) ^ (x.b[j] & y.a[j]))
         .collect();
+    ctx.xor_zero_share(&mut t);
     ctx.send(Dir::Prev, t.clone())?;
     let next = ctx.recv(Dir::Next, n)?;
     ctx.end_round();

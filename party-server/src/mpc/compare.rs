@@ -203,13 +203,11 @@ pub fn b2a_bit(ctx: &mut Ctx, b: &BShare, n: usize) -> Result<AShare> {
         }
         1 => {
             let b2 = plane_bits(&b.b, n);
-            let alpha = ctx.zero_share(n);
             let u1 = ctx.recv(Dir::Prev, n)?;
             let g2 = ctx.recv(Dir::Next, n)?;
             ctx.end_round();
-            let g1: Vec<u64> = (0..n)
-                .map(|j| u1[j].wrapping_mul(b2[j]).wrapping_add(alpha[j]))
-                .collect();
+            let mut g1: Vec<u64> = (0..n).map(|j| u1[j].wrapping_mul(b2[j])).collect();
+            ctx.add_zero_share(&mut g1);
             ctx.send(Dir::Prev, g1.clone())?;
             ctx.end_round();
             Ok(AShare {
@@ -224,10 +222,8 @@ pub fn b2a_bit(ctx: &mut Ctx, b: &BShare, n: usize) -> Result<AShare> {
         _ => {
             let b2 = plane_bits(&b.a, n);
             let u0 = ctx.prg(Dir::Next).u64_vec(n);
-            let alpha = ctx.zero_share(n);
-            let g2: Vec<u64> = (0..n)
-                .map(|j| u0[j].wrapping_mul(b2[j]).wrapping_add(alpha[j]))
-                .collect();
+            let mut g2: Vec<u64> = (0..n).map(|j| u0[j].wrapping_mul(b2[j])).collect();
+            ctx.add_zero_share(&mut g2);
             ctx.send(Dir::Prev, g2.clone())?;
             let g0 = ctx.recv(Dir::Next, n)?;
             ctx.end_round();

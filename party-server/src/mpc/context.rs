@@ -222,27 +222,38 @@ impl Ctx {
         }
     }
 
-    /// Draws `n` words from both streams: `(PRG(s_i), PRG(s_{i+1}))`, this
-    /// party's pair of a replicated sharing of a uniformly random vector.
-    pub fn random_pair(&mut self, n: usize) -> (Vec<u64>, Vec<u64>) {
-        (self.prg_prev.u64_vec(n), self.prg_next.u64_vec(n))
+    /// Adds this party's share of a fresh additive zero-sharing
+    /// (`α_i = PRG(s_i) − PRG(s_{i+1})`, so `Σ_i α_i = 0 mod 2^64`) to `t`
+    /// in place: the masking of every reshare, without allocating `α`.
+    pub fn add_zero_share(&mut self, t: &mut [u64]) {
+        self.mix_streams(t, |v, a, b| v.wrapping_add(a.wrapping_sub(b)));
     }
 
-    /// Additive zero-sharing: `Σ_i α_i = 0 (mod 2^64)`.
+    /// XOR counterpart of [`add_zero_share`](Self::add_zero_share):
+    /// `β_i = PRG(s_i) ⊕ PRG(s_{i+1})`, `⊕_i β_i = 0`.
+    pub fn xor_zero_share(&mut self, t: &mut [u64]) {
+        self.mix_streams(t, |v, a, b| v ^ a ^ b);
+    }
+
+    /// Additive zero-sharing as a vector of its own.
     pub fn zero_share(&mut self, n: usize) -> Vec<u64> {
-        let (mut a, b) = self.random_pair(n);
-        for (x, y) in a.iter_mut().zip(b) {
-            *x = x.wrapping_sub(y);
-        }
+        let mut a = vec![0u64; n];
+        self.add_zero_share(&mut a);
         a
     }
 
-    /// XOR zero-sharing: `⊕_i β_i = 0`.
-    pub fn zero_share_xor(&mut self, n: usize) -> Vec<u64> {
-        let (mut a, b) = self.random_pair(n);
-        for (x, y) in a.iter_mut().zip(b) {
-            *x ^= y;
+    /// `t[j] = f(t[j], PRG(s_i)[j], PRG(s_{i+1})[j])`, the streams drawn in
+    /// L1-sized chunks (each stream yields the same words as one long draw).
+    fn mix_streams(&mut self, t: &mut [u64], f: impl Fn(u64, u64, u64) -> u64) {
+        const CHUNK: usize = 512;
+        let (mut prev, mut next) = ([0u64; CHUNK], [0u64; CHUNK]);
+        for c in t.chunks_mut(CHUNK) {
+            let (p, q) = (&mut prev[..c.len()], &mut next[..c.len()]);
+            self.prg_prev.fill_u64(p);
+            self.prg_next.fill_u64(q);
+            for ((v, a), b) in c.iter_mut().zip(p.iter()).zip(q.iter()) {
+                *v = f(*v, *a, *b);
+            }
         }
-        a
     }
 }
