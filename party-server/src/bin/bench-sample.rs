@@ -385,7 +385,7 @@ fn main() {
                     "weights": if args.random_weights { "random" } else { "trained" },
                     "lan": lan(&args).map(|l| serde_json::json!({"gbit": l.bits_per_second / 1e9, "one_way_delay_us": l.one_way_delay.as_micros() as u64})),
                     "profile": args.profile.then(|| r.profile.iter().map(|(op, s)| (op.to_string(), serde_json::json!({
-                        "calls": s.calls, "seconds": s.seconds, "bytes_sent_p0": s.bytes_sent, "rounds": s.rounds}))).collect::<serde_json::Map<_, _>>()),
+                        "calls": s.calls, "seconds": s.seconds, "cpu_seconds": s.cpu_seconds, "bytes_sent_p0": s.bytes_sent, "rounds": s.rounds}))).collect::<serde_json::Map<_, _>>()),
                 })
             );
         } else {
@@ -409,14 +409,15 @@ fn main() {
         }
         if args.profile && !args.json {
             println!(
-                "{:<12} {:>6} {:>9} {:>12} {:>8} {:>10}",
-                "op", "calls", "seconds", "MB (P0)", "rounds", "trunc fail"
+                "{:<12} {:>6} {:>9} {:>9} {:>12} {:>8} {:>10}",
+                "op", "calls", "seconds", "cpu s", "MB (P0)", "rounds", "trunc fail"
             );
             for (op, s) in &r.profile {
                 println!(
-                    "{op:<12} {:>6} {:>9.3} {:>12.2} {:>8} {:>10}",
+                    "{op:<12} {:>6} {:>9.3} {:>9.3} {:>12.2} {:>8} {:>10}",
                     s.calls,
                     s.seconds,
+                    s.cpu_seconds,
                     s.bytes_sent as f64 / 1e6,
                     s.rounds,
                     if args.audit_truncation {

@@ -14,6 +14,7 @@ use crate::model::backend::{Activation, Backend, Init};
 use crate::model::{ModelError, Result};
 use crate::mpc::arith::{self, AShare, MatShape};
 use crate::mpc::conv::{Conv2dShape, conv2d_fx};
+use crate::mpc::local::thread_cpu_seconds;
 use crate::mpc::{CommStats, Ctx, compare};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -73,7 +74,11 @@ impl SecureConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct OpProfile {
     pub calls: u64,
+    /// Wall time.
     pub seconds: f64,
+    /// CPU time of this party's thread (wall minus it is waiting; the
+    /// threads of concurrent sub-protocols are not counted).
+    pub cpu_seconds: f64,
     pub bytes_sent: u64,
     pub rounds: u64,
     /// Wrapped truncations, in an audited in-process run (P0 counts).
@@ -131,12 +136,14 @@ impl<'a> SecureBackend<'a> {
         op: &'static str,
         f: impl FnOnce(&mut Ctx, &SecureConfig) -> crate::mpc::Result<T>,
     ) -> Result<T> {
-        let (t0, s0): (Instant, CommStats) = (Instant::now(), self.ctx.stats());
+        let (t0, c0, s0): (Instant, f64, CommStats) =
+            (Instant::now(), thread_cpu_seconds(), self.ctx.stats());
         let out = f(self.ctx, &self.cfg).map_err(link)?;
         let st = self.ctx.stats() - s0;
         let p = self.profile.entry(op).or_default();
         p.calls += 1;
         p.seconds += t0.elapsed().as_secs_f64();
+        p.cpu_seconds += thread_cpu_seconds() - c0;
         p.bytes_sent += st.bytes_sent;
         p.rounds += st.rounds;
         p.trunc_failures += st.trunc_failures;
