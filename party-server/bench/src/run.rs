@@ -22,6 +22,9 @@ pub struct Tools {
 pub struct OpCost {
     pub calls: u64,
     pub seconds: f64,
+    /// CPU time of P0's party thread (sub-protocol threads not counted).
+    #[serde(default)]
+    pub cpu_seconds: f64,
     pub bytes_sent_p0: u64,
     pub rounds: u64,
 }
