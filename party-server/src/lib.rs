@@ -1,4 +1,5 @@
 //! The three-party secure computation engine and the party server.
+pub mod alloc;
 pub mod fxp;
 pub mod mpc;
 pub mod nn;

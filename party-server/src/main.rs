@@ -8,10 +8,9 @@
 //! party-server serve --party 0 --config cluster.toml
 //! ```
 
-/// mimalloc, as in the benchmarks: the links receive into large fresh
-/// buffers, which the system allocator page-faults in on every message.
+/// See [`party_server::alloc`].
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: party_server::alloc::MiMalloc = party_server::alloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
 use party_server::net::tls;
@@ -209,6 +208,7 @@ fn run(cli: Cli) -> Result<(), String> {
 }
 
 fn main() {
+    party_server::alloc::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -4,10 +4,9 @@
 //!
 //! `cargo run --release --bin bench-link -- --mib 1024`
 
-/// mimalloc, as in the benchmarks: the links receive into large fresh
-/// buffers, which the system allocator page-faults in on every message.
+/// See [`party_server::alloc`].
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: party_server::alloc::MiMalloc = party_server::alloc::MiMalloc;
 
 use clap::Parser;
 use party_server::mpc::{Dir, Transport};
@@ -42,6 +41,7 @@ fn identity(i: usize) -> tls::Identity {
 }
 
 fn main() {
+    party_server::alloc::keep_freed_memory();
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

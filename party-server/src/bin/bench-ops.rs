@@ -7,8 +7,9 @@
 //!
 //! `cargo run --release --bin bench-ops -- [--json] [--quick] [--only OP]`
 
+/// See [`party_server::alloc`].
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: party_server::alloc::MiMalloc = party_server::alloc::MiMalloc;
 
 use clap::Parser;
 use party_server::fxp::Variant;
@@ -533,6 +534,7 @@ fn gemm_line(quick: bool) -> (String, f64, f64) {
 }
 
 fn main() {
+    party_server::alloc::keep_freed_memory();
     let args = Args::parse();
     let fx = FixedPoint::new(args.frac_bits).unwrap_or_else(|e| {
         eprintln!("error: {e}");

@@ -5,8 +5,9 @@
 //!
 //! `cargo run --release --bin bench-sample -- --model cipherdm-tiny-silu --sampler ddim --steps 50 --variant cipherdm --json`
 
+/// See [`party_server::alloc`].
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: party_server::alloc::MiMalloc = party_server::alloc::MiMalloc;
 
 use clap::{Parser, ValueEnum};
 use party_server::fxp::Variant;
@@ -292,6 +293,7 @@ fn psnr(a: &[f32], b: &[f32]) -> f64 {
 }
 
 fn main() {
+    party_server::alloc::keep_freed_memory();
     let args = Args::parse();
     let dir = if args.models.join(&args.model).is_dir() {
         args.models.join(&args.model)
