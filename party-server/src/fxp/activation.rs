@@ -348,12 +348,12 @@ impl Piecewise {
     /// bit `j·n + i` is for threshold `j`, element `i`.  One `msb` call.
     fn compare(&self, ctx: &mut Ctx, x: &AShare) -> Result<BShare> {
         let fx = ctx.fx();
-        let shifted: Vec<AShare> = self
+        let offsets: Vec<u64> = self
             .thresholds
             .iter()
-            .map(|&c| x.add_public_scalar(ctx, fx.encode(-c).expect("threshold in range")))
+            .map(|&c| fx.encode(-c).expect("threshold in range"))
             .collect();
-        let all = AShare::concat(&shifted.iter().collect::<Vec<_>>());
+        let all = x.add_public_scalars_concat(ctx, &offsets);
         let width = CompareWidth::coarse(fx.frac_bits(), COMPARE_FRAC_BITS, COMPARE_RING_BITS);
         Ok(compare::msb_coarse(ctx, &all, width)?.not(ctx))
     }
@@ -386,30 +386,48 @@ impl Piecewise {
         );
         let bits = self.compare(ctx, x)?;
 
-        let combine = |c: &[u64; 5]| -> AShare {
-            let mut acc = AShare::zeros(n).add_public_scalar(ctx, c[0]);
-            for (b, &k) in [x, &t2, &t2x, &t2t2].into_iter().zip(&c[1..]) {
-                acc = acc.add(&b.mul_public_scalar(k));
-            }
-            acc
-        };
         let coords: Vec<[u64; 5]> = (0..self.regions.len())
             .map(|r| self.coordinates(r, f))
             .collect();
-        let p0 = combine(&coords[0]);
-        // Differences of the encoded coordinates: region r's sum is exact.
-        let steps: Vec<AShare> = coords
-            .windows(2)
-            .map(|w| combine(&std::array::from_fn(|k| w[1][k].wrapping_sub(w[0][k]))))
-            .collect();
-        compare::inject_sum(
-            ctx,
-            &bits,
-            &AShare::concat(&steps.iter().collect::<Vec<_>>()),
-            &p0,
-            f,
-        )
+        let (p0, steps) = region_steps(ctx, &coords, [x, &t2, &t2x, &t2t2]);
+        compare::inject_sum(ctx, &bits, &steps, &p0, f)
     }
+}
+
+/// Region 0's polynomial `p_0` and the steps `p_r - p_(r-1)` (threshold-major),
+/// each a local combination of the basis `[1, x, T_2, 2·T_2·x, 2·T_2²]` with
+/// region `r`'s encoded coordinates (the constant rides on the components
+/// that carry public values).  One pass over the elements; the steps are
+/// exact ring differences, so region `r`'s sum is exactly `p_r`.
+fn region_steps(ctx: &Ctx, coords: &[[u64; 5]], basis: [&AShare; 4]) -> (AShare, AShare) {
+    let n = basis[0].len();
+    let steps = coords.len() - 1;
+    let mut p0 = AShare::zeros(n);
+    let mut d = AShare::zeros(steps * n);
+    let public = AShare::zeros(1).add_public_scalar(ctx, 1);
+    for (comp, has_one, p0, d) in [
+        (0, public.a[0], &mut p0.a, &mut d.a),
+        (1, public.b[0], &mut p0.b, &mut d.b),
+    ] {
+        let v = basis.map(|b| if comp == 0 { &b.a } else { &b.b });
+        for i in 0..n {
+            let value = |c: &[u64; 5]| {
+                c[0].wrapping_mul(has_one)
+                    .wrapping_add(c[1].wrapping_mul(v[0][i]))
+                    .wrapping_add(c[2].wrapping_mul(v[1][i]))
+                    .wrapping_add(c[3].wrapping_mul(v[2][i]))
+                    .wrapping_add(c[4].wrapping_mul(v[3][i]))
+            };
+            let mut prev = value(&coords[0]);
+            p0[i] = prev;
+            for (r, c) in coords.iter().enumerate().skip(1) {
+                let cur = value(c);
+                d[(r - 1) * n + i] = cur.wrapping_sub(prev);
+                prev = cur;
+            }
+        }
+    }
+    (p0, d)
 }
 
 /// The baseline's fixed parts: the reciprocal of `1 + e ∈ (1, 2]`, over

@@ -54,6 +54,16 @@ fn zip_map(x: &[u64], y: &[u64], f: impl Fn(u64, u64) -> u64) -> Vec<u64> {
     x.iter().zip(y).map(|(&u, &v)| f(u, v)).collect()
 }
 
+/// The slices one after another, allocated once (a `flat_map` collect
+/// would grow the vector step by step, copying it each time).
+pub fn concat_words<'a>(parts: impl Iterator<Item = &'a [u64]> + Clone) -> Vec<u64> {
+    let mut out = Vec::with_capacity(parts.clone().map(<[u64]>::len).sum());
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    out
+}
+
 /// Arithmetic right shift of a two's-complement ring element.
 #[inline]
 pub fn shift_right(v: u64, d: u32) -> u64 {
@@ -115,13 +125,28 @@ impl AShare {
 
     /// Adds the same public ring element to every entry.
     pub fn add_public_scalar(&self, ctx: &Ctx, c: u64) -> AShare {
-        let mut s = self.clone();
-        match ctx.index() {
-            0 => s.a.iter_mut().for_each(|v| *v = v.wrapping_add(c)),
-            2 => s.b.iter_mut().for_each(|v| *v = v.wrapping_add(c)),
-            _ => {}
+        self.add_public_scalars_concat(ctx, &[c])
+    }
+
+    /// `x + c` for each public `c` in turn, concatenated (local; P0's first
+    /// and P2's second component carry public values): what comparing `x`
+    /// with several thresholds needs, built in one buffer.
+    pub fn add_public_scalars_concat(&self, ctx: &Ctx, cs: &[u64]) -> AShare {
+        let n = self.len();
+        let mut out = AShare {
+            a: Vec::with_capacity(n * cs.len()),
+            b: Vec::with_capacity(n * cs.len()),
+        };
+        for &c in cs {
+            let (ca, cb) = match ctx.index() {
+                0 => (c, 0),
+                2 => (0, c),
+                _ => (0, 0),
+            };
+            out.a.extend(self.a.iter().map(|v| v.wrapping_add(ca)));
+            out.b.extend(self.b.iter().map(|v| v.wrapping_add(cb)));
         }
-        s
+        out
     }
 
     /// Multiplies every entry by a public ring element (no truncation).
@@ -143,8 +168,8 @@ impl AShare {
     /// Concatenates sharings, so that one protocol call serves them all.
     pub fn concat(parts: &[&AShare]) -> AShare {
         AShare {
-            a: parts.iter().flat_map(|p| p.a.iter().copied()).collect(),
-            b: parts.iter().flat_map(|p| p.b.iter().copied()).collect(),
+            a: concat_words(parts.iter().map(|p| p.a.as_slice())),
+            b: concat_words(parts.iter().map(|p| p.b.as_slice())),
         }
     }
 
@@ -172,9 +197,11 @@ impl AShare {
     /// Repeats every entry `times` times (local).
     pub fn repeat_each(&self, times: usize) -> AShare {
         let rep = |v: &[u64]| {
-            v.iter()
-                .flat_map(|x| std::iter::repeat_n(*x, times))
-                .collect()
+            let mut out = Vec::with_capacity(v.len() * times);
+            for &x in v {
+                out.extend(std::iter::repeat_n(x, times));
+            }
+            out
         };
         AShare {
             a: rep(&self.a),

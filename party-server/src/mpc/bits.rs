@@ -6,6 +6,7 @@
 //! once, and a carry tree can drop planes as it goes.
 
 use super::Result;
+use super::arith::concat_words;
 use super::context::Ctx;
 use super::transport::Dir;
 
@@ -77,8 +78,8 @@ impl BShare {
 
     pub fn concat(parts: &[&BShare]) -> BShare {
         BShare {
-            a: parts.iter().flat_map(|p| p.a.iter().copied()).collect(),
-            b: parts.iter().flat_map(|p| p.b.iter().copied()).collect(),
+            a: concat_words(parts.iter().map(|p| p.a.as_slice())),
+            b: concat_words(parts.iter().map(|p| p.b.as_slice())),
         }
     }
 }
