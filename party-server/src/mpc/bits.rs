@@ -70,10 +70,38 @@ impl BShare {
 
     /// Word range `[from, to)` of the packed bits.
     pub fn slice(&self, from: usize, to: usize) -> BShare {
+        let mut s = BShare::with_capacity(to - from);
+        s.extend_from(self, from, to);
+        s
+    }
+
+    /// An empty sharing with room for `words` words.
+    pub fn with_capacity(words: usize) -> BShare {
         BShare {
-            a: self.a[from..to].to_vec(),
-            b: self.b[from..to].to_vec(),
+            a: Vec::with_capacity(words),
+            b: Vec::with_capacity(words),
         }
+    }
+
+    /// Appends words `[from, to)` of `src`.
+    pub fn extend_from(&mut self, src: &BShare, from: usize, to: usize) {
+        self.a.extend_from_slice(&src.a[from..to]);
+        self.b.extend_from_slice(&src.b[from..to]);
+    }
+
+    /// Appends `len` words of `x` from `at_x` XORed with those of `y` from
+    /// `at_y`.
+    pub fn extend_xor(&mut self, x: &BShare, at_x: usize, y: &BShare, at_y: usize, len: usize) {
+        for (dst, xs, ys) in [(&mut self.a, &x.a, &y.a), (&mut self.b, &x.b, &y.b)] {
+            let (xs, ys) = (&xs[at_x..at_x + len], &ys[at_y..at_y + len]);
+            dst.extend(xs.iter().zip(ys).map(|(u, v)| u ^ v));
+        }
+    }
+
+    /// Keeps the first `words` words.
+    pub fn truncate(&mut self, words: usize) {
+        self.a.truncate(words);
+        self.b.truncate(words);
     }
 
     pub fn concat(parts: &[&BShare]) -> BShare {

@@ -62,12 +62,11 @@ pub fn msb_coarse(ctx: &mut Ctx, x: &AShare, width: CompareWidth) -> Result<BSha
     let w = words_for(n);
     let ku = k as usize;
     let mask = low_mask(k);
-    let plane = |p: &[u64], j: usize| p[j * w..(j + 1) * w].to_vec();
 
     // Round 1: P0 shares the bit planes of v = x_0 + x_1 as (c0, c1, 0), with
     // c0 drawn from the stream it shares with P2 and c1 = v ^ c0 sent to P1.
     // x_2 is the sharing (0, 0, x_2).
-    let (v_share, x2_share) = match ctx.index() {
+    let (mut v_share, mut x2_share) = match ctx.index() {
         0 => {
             let v: Vec<u64> = (0..n)
                 .map(|j| (x.a[j].wrapping_add(x.b[j]) >> drop) & mask)
@@ -116,61 +115,59 @@ pub fn msb_coarse(ctx: &mut Ctx, x: &AShare, width: CompareWidth) -> Result<BSha
     ctx.end_round();
 
     // Generate and propagate over bits 0..k-2: G = v & x2, P = v ^ x2.
+    // Plane j of a bit-sliced sharing is words [j·w, (j+1)·w).
     let carry_bits = ku - 1;
     let lo = carry_bits * w;
-    let g_all = and(ctx, &v_share.slice(0, lo), &x2_share.slice(0, lo))?;
-    let p_all = v_share.xor(&x2_share);
-    let mut gs: Vec<BShare> = (0..carry_bits)
-        .map(|j| g_all.slice(j * w, (j + 1) * w))
-        .collect();
-    let mut ps: Vec<BShare> = (0..carry_bits)
-        .map(|j| p_all.slice(j * w, (j + 1) * w))
-        .collect();
+    let mut p = v_share.xor(&x2_share);
+    let p_top = p.slice(lo, lo + w);
+    p.truncate(lo);
+    v_share.truncate(lo);
+    x2_share.truncate(lo);
+    let mut g = and(ctx, &v_share, &x2_share)?;
 
     // Carry tree: combine adjacent blocks (lo, hi) into
     // G = G_hi ^ (P_hi & G_lo), P = P_hi & P_lo.  The lowest block never
     // needs P (no carry comes in below bit 0), so its P is not computed.
-    while gs.len() > 1 {
-        let pairs = gs.len() / 2;
-        let mut left = Vec::new();
-        let mut right = Vec::new();
+    let mut planes = carry_bits;
+    while planes > 1 {
+        let pairs = planes / 2;
+        let mut left = BShare::with_capacity((2 * pairs - 1) * w);
+        let mut right = BShare::with_capacity((2 * pairs - 1) * w);
         for i in 0..pairs {
             let (l, h) = (2 * i, 2 * i + 1);
-            left.push(&ps[h]);
-            right.push(&gs[l]);
+            left.extend_from(&p, h * w, (h + 1) * w);
+            right.extend_from(&g, l * w, (l + 1) * w);
             if i > 0 {
-                left.push(&ps[h]);
-                right.push(&ps[l]);
+                left.extend_from(&p, h * w, (h + 1) * w);
+                right.extend_from(&p, l * w, (l + 1) * w);
             }
         }
-        let prod = and(ctx, &BShare::concat(&left), &BShare::concat(&right))?;
-        let mut next_g = Vec::with_capacity(gs.len().div_ceil(2));
-        let mut next_p = Vec::with_capacity(gs.len().div_ceil(2));
+        let prod = and(ctx, &left, &right)?;
+        let next = planes.div_ceil(2);
+        let mut next_g = BShare::with_capacity(next * w);
+        let mut next_p = BShare::with_capacity(next * w);
         let mut at = 0;
         for i in 0..pairs {
             let h = 2 * i + 1;
-            next_g.push(gs[h].xor(&prod.slice(at * w, (at + 1) * w)));
+            next_g.extend_xor(&g, h * w, &prod, at * w, w);
             at += 1;
             if i > 0 {
-                next_p.push(prod.slice(at * w, (at + 1) * w));
+                next_p.extend_from(&prod, at * w, (at + 1) * w);
                 at += 1;
             } else {
-                next_p.push(ps[h].clone()); // placeholder, never used as P
+                // Placeholder: the lowest block's P is never read.
+                next_p.extend_from(&p, h * w, (h + 1) * w);
             }
         }
-        if gs.len() % 2 == 1 {
-            next_g.push(gs.last().expect("odd").clone());
-            next_p.push(ps.last().expect("odd").clone());
+        if planes % 2 == 1 {
+            next_g.extend_from(&g, (planes - 1) * w, planes * w);
+            next_p.extend_from(&p, (planes - 1) * w, planes * w);
         }
-        gs = next_g;
-        ps = next_p;
+        g = next_g;
+        p = next_p;
+        planes = next;
     }
-    let top = carry_bits;
-    let p_top = BShare {
-        a: plane(&p_all.a, top),
-        b: plane(&p_all.b, top),
-    };
-    Ok(p_top.xor(&gs[0]))
+    Ok(p_top.xor(&g))
 }
 
 /// Arithmetic sharing (0 or 1 per value) of boolean-shared bits, packed one
