@@ -99,12 +99,13 @@ pub fn chebyshev_basis(ctx: &mut Ctx, t: &AShare, degree: usize) -> Result<Vec<A
             terms.extend(arith::product_terms(&ts[m], &ts[j]));
         }
         let prod = arith::reshare_trunc(ctx, terms, ctx.frac_bits())?;
-        for (j, p) in (1..=count).zip(prod.split(&vec![t.len(); count])) {
+        let n = t.len();
+        for j in 1..=count {
             // T_(m+j) = 2·T_m·T_j − T_(m−j).
-            let low = &ts[m - j];
+            let (low, at) = (&ts[m - j], (j - 1) * n..j * n);
             ts.push(AShare {
-                a: twice_minus(&p.a, &low.a),
-                b: twice_minus(&p.b, &low.b),
+                a: twice_minus(&prod.a[at.clone()], &low.a),
+                b: twice_minus(&prod.b[at], &low.b),
             });
         }
     }

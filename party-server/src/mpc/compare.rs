@@ -258,27 +258,25 @@ pub fn mul_ba(ctx: &mut Ctx, b: &BShare, x: &AShare) -> Result<AShare> {
 pub fn inject_sum(ctx: &mut Ctx, b: &BShare, d: &AShare, p: &AShare, trunc: u32) -> Result<AShare> {
     let (total, n) = (d.len(), p.len());
     let me = ctx.index();
-    // b_2 as 0/1 per bit, and this party's part of a 3-out-of-3 sharing of
-    // d: P1 holds (d_1, d_2), P2 holds (d_2, d_0).
-    let (b2, d_part) = match me {
-        0 => (vec![0; total], vec![0; total]),
-        1 => (
-            plane_bits(&b.b, total),
-            d.a.iter()
-                .zip(&d.b)
-                .map(|(x, y)| x.wrapping_add(*y))
-                .collect(),
-        ),
-        _ => (plane_bits(&b.a, total), d.b.clone()),
+    // b_2 (packed; P0 does not hold it), and this party's part of a
+    // 3-out-of-3 sharing of d: P1 holds (d_1, d_2), P2 holds (d_2, d_0).
+    let b2: &[u64] = match me {
+        1 => &b.b,
+        2 => &b.a,
+        _ => &[],
+    };
+    let bit = |e: usize| (b2[e / 64] >> (e % 64)) & 1;
+    let d_part = |e: usize| match me {
+        1 => d.a[e].wrapping_add(d.b[e]),
+        2 => d.b[e],
+        _ => 0,
     };
     let mut u = match me {
         0 => {
             let raw: Vec<u64> = b.a.iter().zip(&b.b).map(|(x, y)| x ^ y).collect();
             let u0 = ctx.prg(Dir::Prev).u64_vec(total);
-            let u1: Vec<u64> = plane_bits(&raw, total)
-                .iter()
-                .zip(&u0)
-                .map(|(v, r)| v.wrapping_sub(*r))
+            let u1: Vec<u64> = (0..total)
+                .map(|e| ((raw[e / 64] >> (e % 64)) & 1).wrapping_sub(u0[e]))
                 .collect();
             ctx.send(Dir::Next, u1.clone())?;
             AShare { a: u0, b: u1 }
@@ -289,24 +287,30 @@ pub fn inject_sum(ctx: &mut Ctx, b: &BShare, d: &AShare, p: &AShare, trunc: u32)
             b: ctx.prg(Dir::Next).u64_vec(total),
         },
     };
-    let q_terms: Vec<u64> = d_part
-        .iter()
-        .zip(&b2)
-        .map(|(&v, &bit)| if bit == 1 { v.wrapping_neg() } else { v })
-        .collect();
+    // q = (1 - 2·b_2)·d, 3-out-of-3 (P0's part is zero).
+    let q_terms: Vec<u64> = if me == 0 {
+        vec![0; total]
+    } else {
+        (0..total)
+            .map(|e| d_part(e).wrapping_mul(1u64.wrapping_sub(bit(e) << 1)))
+            .collect()
+    };
     let q = super::arith::reshare(ctx, q_terms)?;
     if me == 1 {
         u.a = ctx.recv(Dir::Prev, total)?;
     }
     let mut t = p.a.clone();
-    for e in 0..total {
-        let uq = u.a[e]
-            .wrapping_mul(q.a[e].wrapping_add(q.b[e]))
-            .wrapping_add(u.b[e].wrapping_mul(q.a[e]));
-        let i = e % n;
-        t[i] = t[i]
-            .wrapping_add(uq)
-            .wrapping_add(b2[e].wrapping_mul(d_part[e]));
+    for e0 in (0..total).step_by(n.max(1)) {
+        for (i, t) in t.iter_mut().enumerate() {
+            let e = e0 + i;
+            let mut v = u.a[e]
+                .wrapping_mul(q.a[e].wrapping_add(q.b[e]))
+                .wrapping_add(u.b[e].wrapping_mul(q.a[e]));
+            if me != 0 {
+                v = v.wrapping_add(bit(e).wrapping_mul(d_part(e)));
+            }
+            *t = t.wrapping_add(v);
+        }
     }
     if trunc == 0 {
         super::arith::reshare(ctx, t)

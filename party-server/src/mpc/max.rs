@@ -17,6 +17,7 @@ use super::arith::AShare;
 use super::bits::{BShare, and_all};
 use super::compare::{CompareWidth, inject_sum, msb_coarse, mul_ba};
 use super::{Ctx, Result};
+use std::borrow::Cow;
 
 /// Balanced split of `m` candidates into groups of at most `group`.
 fn group_sizes(m: usize, group: usize) -> Vec<usize> {
@@ -42,62 +43,120 @@ pub fn max_rows(
         "coarse comparisons are not transitive: use pairs"
     );
     assert_eq!(x.len(), rows * cols);
-    let mut cand = x.clone();
+    let mut cand = Cow::Borrowed(x);
     let mut m = cols;
     while m > 1 {
-        let sizes = group_sizes(m, group);
-        // Every pair (i < j) of every group of every row, and where each
-        // output of the level comes from.
-        let (mut left, mut right) = (Vec::new(), Vec::new());
-        let mut groups = Vec::new(); // (first candidate, size) of groups of ≥ 2
-        let mut layout = Vec::with_capacity(rows * sizes.len());
-        for r in 0..rows {
-            let mut start = r * m;
-            for &s in &sizes {
-                if s == 1 {
-                    layout.push(Slot::Bye(start));
-                } else {
-                    layout.push(Slot::Winner(groups.len()));
-                    groups.push((start, s));
-                    for i in start..start + s {
-                        for j in i + 1..start + s {
-                            left.push(i);
-                            right.push(j);
-                        }
+        cand = Cow::Owned(if group == 2 {
+            pair_level(ctx, &cand, rows, m, width)?
+        } else {
+            group_level(ctx, &cand, rows, m, width, group)?
+        });
+        m = m.div_ceil(group);
+    }
+    Ok(cand.into_owned())
+}
+
+/// A level of pairs: candidates `2i` and `2i + 1` of each row meet, the
+/// winner is `x_j + [x_i ≥ x_j]·(x_i − x_j)` (one bit injection per pair),
+/// and an odd candidate out passes after its row's winners — the layout
+/// [`group_level`] gives for groups of two, without index lists.
+fn pair_level(
+    ctx: &mut Ctx,
+    cand: &AShare,
+    rows: usize,
+    m: usize,
+    width: CompareWidth,
+) -> Result<AShare> {
+    let half = m / 2;
+    // x_i − x_j and x_j of every pair, row by row.
+    let pairs = |v: &[u64]| {
+        let (mut diff, mut right) = (
+            Vec::with_capacity(rows * half),
+            Vec::with_capacity(rows * half),
+        );
+        for row in v.chunks_exact(m) {
+            for p in row[..2 * half].chunks_exact(2) {
+                diff.push(p[0].wrapping_sub(p[1]));
+                right.push(p[1]);
+            }
+        }
+        (diff, right)
+    };
+    let ((da, ra), (db, rb)) = (pairs(&cand.a), pairs(&cand.b));
+    let d = AShare { a: da, b: db };
+    // ge = [x_i ≥ x_j] = not msb(x_i - x_j).
+    let ge = msb_coarse(ctx, &d, width)?.not(ctx);
+    let winners = inject_sum(ctx, &ge, &d, &AShare { a: ra, b: rb }, 0)?;
+    if m % 2 == 0 {
+        return Ok(winners);
+    }
+    let merge = |w: &[u64], c: &[u64]| {
+        let mut out = Vec::with_capacity(rows * (half + 1));
+        for (w, row) in w.chunks_exact(half).zip(c.chunks_exact(m)) {
+            out.extend_from_slice(w);
+            out.push(row[m - 1]);
+        }
+        out
+    };
+    Ok(AShare {
+        a: merge(&winners.a, &cand.a),
+        b: merge(&winners.b, &cand.b),
+    })
+}
+
+/// A level of groups of up to `group` candidates (see the module docs).
+fn group_level(
+    ctx: &mut Ctx,
+    cand: &AShare,
+    rows: usize,
+    m: usize,
+    width: CompareWidth,
+    group: usize,
+) -> Result<AShare> {
+    let sizes = group_sizes(m, group);
+    // Every pair (i < j) of every group of every row, and where each
+    // output of the level comes from.
+    let (mut left, mut right) = (Vec::new(), Vec::new());
+    let mut groups = Vec::new(); // (first candidate, size) of groups of ≥ 2
+    let mut layout = Vec::with_capacity(rows * sizes.len());
+    for r in 0..rows {
+        let mut start = r * m;
+        for &s in &sizes {
+            if s == 1 {
+                layout.push(Slot::Bye(start));
+            } else {
+                layout.push(Slot::Winner(groups.len()));
+                groups.push((start, s));
+                for i in start..start + s {
+                    for j in i + 1..start + s {
+                        left.push(i);
+                        right.push(j);
                     }
                 }
-                start += s;
             }
+            start += s;
         }
-        let winners = if groups.is_empty() {
-            AShare::zeros(0)
-        } else {
-            let d = pair_differences(&cand, &left, &right);
-            // ge = [x_i ≥ x_j] = not msb(x_i - x_j).
-            let ge = msb_coarse(ctx, &d, width)?.not(ctx);
-            if group == 2 {
-                // One bit injection per pair: x_j + ge·(x_i − x_j).
-                inject_sum(ctx, &ge, &d, &cand.gather(&right), 0)?
-            } else {
-                group_winners(ctx, &cand, &ge, &groups)?
-            }
-        };
-        let mut next = AShare {
-            a: Vec::with_capacity(layout.len()),
-            b: Vec::with_capacity(layout.len()),
-        };
-        for slot in layout {
-            let (from, i) = match slot {
-                Slot::Winner(g) => (&winners, g),
-                Slot::Bye(c) => (&cand, c),
-            };
-            next.a.push(from.a[i]);
-            next.b.push(from.b[i]);
-        }
-        cand = next;
-        m = sizes.len();
     }
-    Ok(cand)
+    let winners = if groups.is_empty() {
+        AShare::zeros(0)
+    } else {
+        let d = pair_differences(cand, &left, &right);
+        let ge = msb_coarse(ctx, &d, width)?.not(ctx);
+        group_winners(ctx, cand, &ge, &groups)?
+    };
+    let mut next = AShare {
+        a: Vec::with_capacity(layout.len()),
+        b: Vec::with_capacity(layout.len()),
+    };
+    for slot in layout {
+        let (from, i) = match slot {
+            Slot::Winner(g) => (&winners, g),
+            Slot::Bye(c) => (cand, c),
+        };
+        next.a.push(from.a[i]);
+        next.b.push(from.b[i]);
+    }
+    Ok(next)
 }
 
 /// Where an output of a tournament level comes from.
