@@ -114,19 +114,29 @@ pub fn chebyshev_basis(ctx: &mut Ctx, t: &AShare, degree: usize) -> Result<Vec<A
 }
 
 /// `Σ c_k T_k` over `basis[..coeffs.len()]` at double scale: local
-/// products by the public coefficients, no truncation yet.
+/// products by the public coefficients, no truncation yet.  Element by
+/// element, so each output word is written once.
 fn combine_wide(ctx: &Ctx, basis: &[AShare], coeffs: &[f64]) -> AShare {
     let fx = ctx.fx();
-    let mut acc = AShare::zeros(basis[0].len());
-    for (b, &c) in basis.iter().zip(coeffs) {
-        let c = fx.encode(c).expect("coefficient within range");
-        for (acc, b) in [(&mut acc.a, &b.a), (&mut acc.b, &b.b)] {
-            for (s, &v) in acc.iter_mut().zip(b) {
-                *s = s.wrapping_add(v.wrapping_mul(c));
-            }
-        }
+    let cs: Vec<u64> = coeffs
+        .iter()
+        .map(|&c| fx.encode(c).expect("coefficient within range"))
+        .collect();
+    let basis = &basis[..cs.len()];
+    let combine = |comp: fn(&AShare) -> &[u64]| -> Vec<u64> {
+        let cols: Vec<&[u64]> = basis.iter().map(comp).collect();
+        (0..basis[0].len())
+            .map(|i| {
+                cols.iter()
+                    .zip(&cs)
+                    .fold(0u64, |s, (v, &c)| s.wrapping_add(v[i].wrapping_mul(c)))
+            })
+            .collect()
+    };
+    AShare {
+        a: combine(|s| &s.a),
+        b: combine(|s| &s.b),
     }
-    acc
 }
 
 /// `Σ c_k T_k(t)` on shares of the mapped variable `t ∈ [-1, 1]`.
