@@ -49,11 +49,26 @@ fn im2col(x: &[u64], s: &Conv2dShape) -> Vec<u64> {
                         if iy < 0 || iy >= s.height as isize {
                             continue;
                         }
-                        let dst = row + (b * ho + oy) * wo;
-                        for ox in 0..wo {
-                            let ix = (ox * s.stride + kx) as isize - s.padding as isize;
-                            if ix >= 0 && ix < s.width as isize {
-                                out[dst + ox] = plane[iy as usize * s.width + ix as usize];
+                        let dst = &mut out[row + (b * ho + oy) * wo..][..wo];
+                        let src = &plane[iy as usize * s.width..][..s.width];
+                        // Outputs whose tap ix = ox·stride + kx − padding is
+                        // inside the row; the others stay zero (padding).
+                        let first = s.padding.saturating_sub(kx).div_ceil(s.stride);
+                        let end = (s.width + s.padding)
+                            .saturating_sub(kx)
+                            .div_ceil(s.stride)
+                            .min(wo);
+                        if first < end {
+                            let ix0 = first * s.stride + kx - s.padding;
+                            if s.stride == 1 {
+                                dst[first..end].copy_from_slice(&src[ix0..ix0 + end - first]);
+                            } else {
+                                for (d, v) in dst[first..end]
+                                    .iter_mut()
+                                    .zip(src[ix0..].iter().step_by(s.stride))
+                                {
+                                    *d = *v;
+                                }
                             }
                         }
                     }
