@@ -114,24 +114,30 @@ pub fn chebyshev_basis(ctx: &mut Ctx, t: &AShare, degree: usize) -> Result<Vec<A
 }
 
 /// `Σ c_k T_k` over `basis[..coeffs.len()]` at double scale: local
-/// products by the public coefficients, no truncation yet.  Element by
-/// element, so each output word is written once.
+/// products by the public coefficients, no truncation yet.  Summed in an
+/// L1-sized block, so each output word is written once.
 fn combine_wide(ctx: &Ctx, basis: &[AShare], coeffs: &[f64]) -> AShare {
+    const BLOCK: usize = 512;
     let fx = ctx.fx();
     let cs: Vec<u64> = coeffs
         .iter()
         .map(|&c| fx.encode(c).expect("coefficient within range"))
         .collect();
-    let basis = &basis[..cs.len()];
+    let n = basis[0].len();
     let combine = |comp: fn(&AShare) -> &[u64]| -> Vec<u64> {
-        let cols: Vec<&[u64]> = basis.iter().map(comp).collect();
-        (0..basis[0].len())
-            .map(|i| {
-                cols.iter()
-                    .zip(&cs)
-                    .fold(0u64, |s, (v, &c)| s.wrapping_add(v[i].wrapping_mul(c)))
-            })
-            .collect()
+        let mut out = Vec::with_capacity(n);
+        let mut block = [0u64; BLOCK];
+        for start in (0..n).step_by(BLOCK) {
+            let acc = &mut block[..BLOCK.min(n - start)];
+            acc.fill(0);
+            for (b, &c) in basis.iter().zip(&cs) {
+                for (s, &v) in acc.iter_mut().zip(&comp(b)[start..]) {
+                    *s = s.wrapping_add(v.wrapping_mul(c));
+                }
+            }
+            out.extend_from_slice(acc);
+        }
+        out
     };
     AShare {
         a: combine(|s| &s.a),
