@@ -350,7 +350,7 @@ mod tests {
     #[test]
     fn helpers_run_borrowing_jobs_nest_and_are_reused() {
         let h = Helpers::default();
-        let data = vec![1u64, 2, 3];
+        let data = [1u64, 2, 3];
         let mut sum = 0;
         let (inner, last) = h.run_beside(
             || {
