@@ -14,7 +14,7 @@ use party_server::fxp::Variant;
 use party_server::model::weights::load_safetensors;
 use party_server::model::{Backend, CpuBackend, CpuTensor, SplitMix64, UNet, UNetConfig, one_hot};
 use party_server::mpc::local::{self, deal, open};
-use party_server::mpc::{AShare, Ctx};
+use party_server::mpc::{AShare, Ctx, expected_trunc_failures};
 use party_server::net::shaped::{self, Lan};
 use party_server::nn::{EmulatedBackend, OpProfile, SecureBackend, SecureConfig, SecureTensor};
 use party_server::sampler::{self, SamplerKind, Schedule};
@@ -113,6 +113,7 @@ struct SecureRun {
     bytes: [u64; 3],
     rounds: u64,
     trunc_failures: u64,
+    trunc_risk: u128,
     first_trunc_failure: Option<(&'static str, u64)>,
     profile: BTreeMap<&'static str, OpProfile>,
 }
@@ -248,6 +249,7 @@ fn secure(
         bytes: std::array::from_fn(|i| out[i].4.bytes_sent),
         rounds: out.iter().map(|o| o.4.rounds).max().unwrap_or(0),
         trunc_failures: out[0].4.trunc_failures,
+        trunc_risk: out[0].4.trunc_risk,
         first_trunc_failure: out[0].6,
         profile,
     }
@@ -383,6 +385,7 @@ fn main() {
                     "rounds": r.rounds, "psnr_vs_f32": p, "max_abs_err_eps": eps_err, "f32_seconds": f32_seconds,
                     "psnr_emulated_vs_f32": p_emu, "psnr_vs_emulated": p_sec_emu,
                     "trunc_failures": args.audit_truncation.then_some(r.trunc_failures),
+                    "expected_trunc_failures": args.audit_truncation.then(|| expected_trunc_failures(r.trunc_risk)),
                     "first_trunc_failure": r.first_trunc_failure.map(|(op, call)| format!("{op} #{call}")),
                     "weights": if args.random_weights { "random" } else { "trained" },
                     "lan": lan(&args).map(|l| serde_json::json!({"gbit": l.bits_per_second / 1e9, "one_way_delay_us": l.one_way_delay.as_micros() as u64})),
@@ -409,24 +412,37 @@ fn main() {
                 eps_err
             );
         }
+        if args.audit_truncation && !args.json {
+            println!(
+                "truncation audit: {} wrapped, {:.2e} expected{}",
+                r.trunc_failures,
+                expected_trunc_failures(r.trunc_risk),
+                r.first_trunc_failure
+                    .map(|(op, call)| format!(" (first in {op} call {call})"))
+                    .unwrap_or_default()
+            );
+        }
         if args.profile && !args.json {
             println!(
-                "{:<12} {:>6} {:>9} {:>9} {:>12} {:>8} {:>10}",
-                "op", "calls", "seconds", "cpu s", "MB (P0)", "rounds", "trunc fail"
+                "{:<12} {:>6} {:>9} {:>9} {:>12} {:>8} {:>10} {:>10}",
+                "op", "calls", "seconds", "cpu s", "MB (P0)", "rounds", "trunc fail", "expected"
             );
             for (op, s) in &r.profile {
+                let (fails, expected) = if args.audit_truncation {
+                    (
+                        s.trunc_failures.to_string(),
+                        format!("{:.2e}", expected_trunc_failures(s.trunc_risk)),
+                    )
+                } else {
+                    ("-".into(), "-".into())
+                };
                 println!(
-                    "{op:<12} {:>6} {:>9.3} {:>9.3} {:>12.2} {:>8} {:>10}",
+                    "{op:<12} {:>6} {:>9.3} {:>9.3} {:>12.2} {:>8} {fails:>10} {expected:>10}",
                     s.calls,
                     s.seconds,
                     s.cpu_seconds,
                     s.bytes_sent as f64 / 1e6,
                     s.rounds,
-                    if args.audit_truncation {
-                        s.trunc_failures.to_string()
-                    } else {
-                        "-".into()
-                    }
                 );
             }
         }

@@ -309,19 +309,20 @@ fn send_audited(ctx: &mut Ctx, mut y1: Vec<u64>, addend: Vec<u64>) -> Result<()>
 }
 
 /// P0's side of [`send_audited`]: in an audited run, counts the elements
-/// whose two addends wrap (signed overflow), i.e. failed truncations.
+/// whose two addends wrap (signed overflow), i.e. failed truncations, and
+/// sums their wrap probabilities `|z| / 2^64` (as `Σ |z|`).
 fn recv_audited(ctx: &mut Ctx, n: usize, own_addend: Option<&[u64]>) -> Result<Vec<u64>> {
     let Some(own) = own_addend.filter(|_| ctx.audited()) else {
         return ctx.recv(Dir::Next, n);
     };
     let mut got = ctx.recv(Dir::Next, 2 * n)?;
     let other = got.split_off(n);
-    let fails = own
-        .iter()
-        .zip(&other)
-        .filter(|&(&a, &b)| (a as i64).overflowing_add(b as i64).1)
-        .count();
-    ctx.count_trunc_failures(fails as u64);
+    let (mut fails, mut risk) = (0, 0);
+    for (&a, &b) in own.iter().zip(&other) {
+        fails += u64::from((a as i64).overflowing_add(b as i64).1);
+        risk += u128::from((a.wrapping_add(b) as i64).unsigned_abs());
+    }
+    ctx.record_trunc_audit(fails, risk);
     Ok(got)
 }
 
@@ -779,5 +780,31 @@ pub(crate) mod tests {
             rate > bound * 0.7 && rate < bound * 1.3,
             "rate {rate} vs bound {bound}"
         );
+    }
+
+    /// The truncation audit counts exactly the wrapped elements, and its
+    /// risk is exactly `Σ |z|` (the split's addends always sum to z).
+    #[test]
+    fn audit_counts_wraps_and_their_expected_number() {
+        let n = 20_000;
+        let z = 1u64 << 58;
+        let sx = deal(&vec![z; n], 10);
+        let out = local::run_audited(fx(), Some(10), |ctx| {
+            let before = ctx.stats();
+            let y = trunc(ctx, &sx[ctx.index()], 18).unwrap();
+            (y, ctx.stats() - before)
+        });
+        let got = open(&out.clone().map(|o| o.0));
+        let want = z >> 18;
+        let wrapped = got
+            .iter()
+            .filter(|&&v| v.wrapping_sub(want).wrapping_add(1) > 2)
+            .count() as u64;
+        let stats = out[0].1;
+        assert!(wrapped > 0);
+        assert_eq!(stats.trunc_failures, wrapped);
+        assert_eq!(stats.trunc_risk, n as u128 * u128::from(z));
+        let expected = crate::mpc::expected_trunc_failures(stats.trunc_risk);
+        assert_eq!(expected, n as f64 / 64.0);
     }
 }

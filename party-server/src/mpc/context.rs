@@ -18,6 +18,16 @@ pub struct CommStats {
     /// Probabilistic truncations that wrapped (P0's count), known only in an
     /// audited in-process run ([`super::local::run_audited`]); 0 otherwise.
     pub trunc_failures: u64,
+    /// The audit's `Σ |z|` over those truncations' untruncated values `z`:
+    /// each wraps with probability `|z| / 2^64`, so this is `2^64` times the
+    /// expected number of failures (see [`expected_trunc_failures`]).
+    pub trunc_risk: u128,
+}
+
+/// Expected wrapped truncations for an audited [`CommStats::trunc_risk`]: a
+/// rare failure's rate, which a count of zero cannot show.
+pub fn expected_trunc_failures(trunc_risk: u128) -> f64 {
+    trunc_risk as f64 / 2f64.powi(64)
 }
 
 impl std::ops::Sub for CommStats {
@@ -28,6 +38,7 @@ impl std::ops::Sub for CommStats {
             messages_sent: self.messages_sent - o.messages_sent,
             rounds: self.rounds - o.rounds,
             trunc_failures: self.trunc_failures - o.trunc_failures,
+            trunc_risk: self.trunc_risk - o.trunc_risk,
         }
     }
 }
@@ -180,7 +191,7 @@ impl Ctx {
                 bytes_sent: 16,
                 messages_sent: 1,
                 rounds: 1,
-                trunc_failures: 0,
+                ..CommStats::default()
             },
             fx,
             tag: 0,
@@ -232,6 +243,7 @@ impl Ctx {
         self.stats.messages_sent += sa.messages_sent + sb.messages_sent;
         self.stats.rounds += sa.rounds.max(sb.rounds);
         self.stats.trunc_failures += sa.trunc_failures + sb.trunc_failures;
+        self.stats.trunc_risk += sa.trunc_risk + sb.trunc_risk;
         Ok((ra?, rb?))
     }
 
@@ -245,9 +257,11 @@ impl Ctx {
         self.audit = true;
     }
 
-    /// Records wrapped truncations found by the audit.
-    pub(super) fn count_trunc_failures(&mut self, n: u64) {
-        self.stats.trunc_failures += n;
+    /// Records what the audit found: wrapped truncations and their risk
+    /// (see [`CommStats::trunc_risk`]).
+    pub(super) fn record_trunc_audit(&mut self, failures: u64, risk: u128) {
+        self.stats.trunc_failures += failures;
+        self.stats.trunc_risk += risk;
     }
 
     pub fn party(&self) -> Party {

@@ -24,7 +24,7 @@ pub mod transport;
 
 pub use arith::AShare;
 pub use bits::BShare;
-pub use context::{CommStats, Ctx};
+pub use context::{CommStats, Ctx, expected_trunc_failures};
 pub use transport::{Dir, Transport, TransportError};
 
 /// Errors of the protocols: they only fail when a link fails.

@@ -83,6 +83,8 @@ pub struct OpProfile {
     pub rounds: u64,
     /// Wrapped truncations, in an audited in-process run (P0 counts).
     pub trunc_failures: u64,
+    /// Their risk, as [`crate::mpc::CommStats::trunc_risk`].
+    pub trunc_risk: u128,
 }
 
 /// One party's secure back end.
@@ -147,6 +149,7 @@ impl<'a> SecureBackend<'a> {
         p.bytes_sent += st.bytes_sent;
         p.rounds += st.rounds;
         p.trunc_failures += st.trunc_failures;
+        p.trunc_risk += st.trunc_risk;
         if st.trunc_failures > 0 && self.first_trunc_failure.is_none() {
             self.first_trunc_failure = Some((op, p.calls));
         }
