@@ -404,10 +404,10 @@ fn region_steps(ctx: &Ctx, coords: &[[u64; 5]], basis: [&AShare; 4]) -> (AShare,
     let steps = coords.len() - 1;
     let mut p0 = AShare::zeros(n);
     let mut d = AShare::zeros(steps * n);
-    let public = AShare::zeros(1).add_public_scalar(ctx, 1);
+    let [on_a, on_b] = arith::carries_public(ctx).map(u64::from);
     for (comp, has_one, p0, d) in [
-        (0, public.a[0], &mut p0.a, &mut d.a),
-        (1, public.b[0], &mut p0.b, &mut d.b),
+        (0, on_a, &mut p0.a, &mut d.a),
+        (1, on_b, &mut p0.b, &mut d.b),
     ] {
         let v = basis.map(|b| if comp == 0 { &b.a } else { &b.b });
         for i in 0..n {

@@ -54,6 +54,13 @@ fn zip_map(x: &[u64], y: &[u64], f: impl Fn(u64, u64) -> u64) -> Vec<u64> {
     x.iter().zip(y).map(|(&u, &v)| f(u, v)).collect()
 }
 
+/// Which of this party's two components carry a public value: P0's first
+/// and P2's second, P1's neither, so that it counts once in
+/// `x_0 + x_1 + x_2` (and in `x_0 ⊕ x_1 ⊕ x_2`).
+pub fn carries_public(ctx: &Ctx) -> [bool; 2] {
+    [ctx.index() == 0, ctx.index() == 2]
+}
+
 /// The slices one after another, allocated once (a `flat_map` collect
 /// would grow the vector step by step, copying it each time).
 pub fn concat_words<'a>(parts: impl Iterator<Item = &'a [u64]> + Clone) -> Vec<u64> {
@@ -89,10 +96,12 @@ impl AShare {
     /// A public vector as a sharing: component 0 holds it, the others are 0.
     pub fn from_public(ctx: &Ctx, v: &[u64]) -> Self {
         let mut s = AShare::zeros(v.len());
-        match ctx.index() {
-            0 => s.a.copy_from_slice(v),
-            2 => s.b.copy_from_slice(v),
-            _ => {}
+        let [on_a, on_b] = carries_public(ctx);
+        if on_a {
+            s.a.copy_from_slice(v);
+        }
+        if on_b {
+            s.b.copy_from_slice(v);
         }
         s
     }
@@ -128,21 +137,17 @@ impl AShare {
         self.add_public_scalars_concat(ctx, &[c])
     }
 
-    /// `x + c` for each public `c` in turn, concatenated (local; P0's first
-    /// and P2's second component carry public values): what comparing `x`
-    /// with several thresholds needs, built in one buffer.
+    /// `x + c` for each public `c` in turn, concatenated (local): what
+    /// comparing `x` with several thresholds needs, built in one buffer.
     pub fn add_public_scalars_concat(&self, ctx: &Ctx, cs: &[u64]) -> AShare {
         let n = self.len();
         let mut out = AShare {
             a: Vec::with_capacity(n * cs.len()),
             b: Vec::with_capacity(n * cs.len()),
         };
+        let [on_a, on_b] = carries_public(ctx).map(u64::from);
         for &c in cs {
-            let (ca, cb) = match ctx.index() {
-                0 => (c, 0),
-                2 => (0, c),
-                _ => (0, 0),
-            };
+            let (ca, cb) = (c * on_a, c * on_b);
             out.a.extend(self.a.iter().map(|v| v.wrapping_add(ca)));
             out.b.extend(self.b.iter().map(|v| v.wrapping_add(cb)));
         }

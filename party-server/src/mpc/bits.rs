@@ -6,7 +6,7 @@
 //! once, and a carry tree can drop planes as it goes.
 
 use super::Result;
-use super::arith::concat_words;
+use super::arith::{carries_public, concat_words};
 use super::context::Ctx;
 use super::transport::Dir;
 
@@ -40,15 +40,16 @@ impl BShare {
         self.xor_public(ctx, &vec![u64::MAX; self.words()])
     }
 
-    /// XOR with a public bit vector (component 0 carries it).
+    /// XOR with a public bit vector (on the components that carry public
+    /// values, see [`carries_public`]).
     pub fn xor_public(&self, ctx: &Ctx, mask: &[u64]) -> BShare {
         let mut s = self.clone();
-        let comp = match ctx.index() {
-            0 => &mut s.a,
-            2 => &mut s.b,
-            _ => return s,
-        };
-        comp.iter_mut().zip(mask).for_each(|(w, m)| *w ^= m);
+        let [on_a, on_b] = carries_public(ctx);
+        for (comp, on) in [(&mut s.a, on_a), (&mut s.b, on_b)] {
+            if on {
+                comp.iter_mut().zip(mask).for_each(|(w, m)| *w ^= m);
+            }
+        }
         s
     }
 
