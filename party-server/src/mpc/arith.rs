@@ -258,7 +258,7 @@ pub fn reshare(ctx: &mut Ctx, mut t: Vec<u64>) -> Result<AShare> {
 /// word per element sent by each party.
 pub fn reshare_trunc(ctx: &mut Ctx, mut t: Vec<u64>, d: u32) -> Result<AShare> {
     let n = t.len();
-    ctx.add_zero_share(&mut t);
+    ctx.add_chain_zero_share(&mut t);
     match ctx.index() {
         0 => {
             // y_0 = t_0 >> d (+1, centring), shared with P2; y_1 arrives from P1.
@@ -357,7 +357,7 @@ pub fn reshare_trunc_exact(ctx: &mut Ctx, mut t: Vec<u64>, d: u32) -> Result<ASh
     assert!((1..64).contains(&d), "truncation by {d} bits");
     let n = t.len();
     let w = super::bits::words_for(n);
-    ctx.add_zero_share(&mut t);
+    ctx.add_chain_zero_share(&mut t);
     let logical = |v: &[u64]| -> Vec<u64> { v.iter().map(|&x| (x >> d).wrapping_add(1)).collect() };
     let zeros = || vec![0u64; w];
     // (y, shares of msb(a), shares of msb(b)); components as in any BShare.

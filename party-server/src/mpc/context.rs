@@ -7,6 +7,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::mpsc::{Receiver, Sender, channel, sync_channel};
 use std::sync::{Arc, Mutex};
 
+/// Words drawn per PRG call when masking: the buffers stay in L1.
+const MIX_CHUNK: usize = 512;
+
 /// Communication counters of one party.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CommStats {
@@ -322,6 +325,20 @@ impl Ctx {
         self.mix_streams(t, |v, a, b| v.wrapping_add(a.wrapping_sub(b)));
     }
 
+    /// A zero-sharing for reshares whose masked messages run along the
+    /// chain `P0 → P2 → P1` (the truncating ones): only P0's term must be
+    /// hidden from P2 and P2's from P1, so P0 adds `PRG(s_0) − PRG(s_1)`
+    /// as in [`add_zero_share`](Self::add_zero_share), P1 adds `PRG(s_1)`
+    /// and P2 subtracts `PRG(s_0)` — one stream each instead of two
+    /// (`s_i`: the seed P_i shares with its previous party).
+    pub fn add_chain_zero_share(&mut self, t: &mut [u64]) {
+        match self.index() {
+            0 => self.add_zero_share(t),
+            1 => self.mix_stream(Dir::Prev, t, u64::wrapping_add),
+            _ => self.mix_stream(Dir::Next, t, u64::wrapping_sub),
+        }
+    }
+
     /// XOR counterpart of [`add_zero_share`](Self::add_zero_share):
     /// `β_i = PRG(s_i) ⊕ PRG(s_{i+1})`, `⊕_i β_i = 0`.
     pub fn xor_zero_share(&mut self, t: &mut [u64]) {
@@ -335,12 +352,23 @@ impl Ctx {
         a
     }
 
+    /// `t[j] = f(t[j], PRG(with)[j])`, drawn in L1-sized chunks.
+    fn mix_stream(&mut self, with: Dir, t: &mut [u64], f: impl Fn(u64, u64) -> u64) {
+        let mut buf = [0u64; MIX_CHUNK];
+        for c in t.chunks_mut(MIX_CHUNK) {
+            let p = &mut buf[..c.len()];
+            self.prg(with).fill_u64(p);
+            for (v, a) in c.iter_mut().zip(p.iter()) {
+                *v = f(*v, *a);
+            }
+        }
+    }
+
     /// `t[j] = f(t[j], PRG(s_i)[j], PRG(s_{i+1})[j])`, the streams drawn in
     /// L1-sized chunks (each stream yields the same words as one long draw).
     fn mix_streams(&mut self, t: &mut [u64], f: impl Fn(u64, u64, u64) -> u64) {
-        const CHUNK: usize = 512;
-        let (mut prev, mut next) = ([0u64; CHUNK], [0u64; CHUNK]);
-        for c in t.chunks_mut(CHUNK) {
+        let (mut prev, mut next) = ([0u64; MIX_CHUNK], [0u64; MIX_CHUNK]);
+        for c in t.chunks_mut(MIX_CHUNK) {
             let (p, q) = (&mut prev[..c.len()], &mut next[..c.len()]);
             self.prg_prev.fill_u64(p);
             self.prg_next.fill_u64(q);
@@ -359,6 +387,34 @@ mod tests {
 
     fn idle(h: &Helpers) -> usize {
         h.0.lock().unwrap().len()
+    }
+
+    /// The sum over the parties of words drawn at the same position.
+    fn sums(parts: &[Vec<u64>; 3]) -> Vec<u64> {
+        (0..parts[0].len())
+            .map(|j| parts.iter().fold(0u64, |s, p| s.wrapping_add(p[j])))
+            .collect()
+    }
+
+    #[test]
+    fn chain_zero_shares_sum_to_zero_and_leave_the_streams_in_step() {
+        let fx = FixedPoint::new(14).unwrap();
+        let out = crate::mpc::local::run(fx, Some(5), |ctx| {
+            let mut chain = vec![7u64; 1500];
+            ctx.add_chain_zero_share(&mut chain);
+            // A full zero-sharing afterwards sums to zero only if every
+            // pair of parties drew the same number of words before it.
+            (chain, ctx.zero_share(600))
+        });
+        let chain: [Vec<u64>; 3] = std::array::from_fn(|i| out[i].0.clone());
+        let after: [Vec<u64>; 3] = std::array::from_fn(|i| out[i].1.clone());
+        assert!(sums(&chain).iter().all(|&v| v == 21));
+        assert!(sums(&after).iter().all(|&v| v == 0));
+        // P0's masked term is hidden from P2 by P1's stream, P2's from P1 by
+        // P0's: each party's words are far from the constant it started from.
+        for part in &chain {
+            assert!(part.iter().filter(|&&v| v == 7).count() < 3);
+        }
     }
 
     #[test]
