@@ -7,8 +7,7 @@ use party_server::fxp::Variant;
 use party_server::model::{
     Backend, CpuBackend, CpuTensor, Prediction, SplitMix64, UNet, UNetConfig, one_hot,
 };
-use party_server::mpc::local::{self, deal, open};
-use party_server::nn::{EmulatedBackend, SecureBackend, SecureConfig, SecureTensor};
+use party_server::nn::{EmulatedBackend, SecureConfig, in_process};
 use party_server::sampler::{self, SamplerKind, Schedule};
 use shared::FixedPoint;
 use std::collections::HashMap;
@@ -102,39 +101,24 @@ fn secure(
     x_t: &[f32],
     class: usize,
 ) -> Vec<f32> {
-    let fx = FixedPoint::default();
-    let enc = |v: &[f32]| {
-        v.iter()
-            .map(|&x| fx.encode(x as f64).unwrap())
-            .collect::<Vec<u64>>()
-    };
     // The model owner deals the weights; the client deals class and noise.
-    let mut dealt: [HashMap<String, SecureTensor>; 3] = Default::default();
-    // Sorted, so that the dealing (and the whole run) is reproducible.
-    let mut names: Vec<&String> = weights.keys().collect();
-    names.sort();
-    for (i, name) in names.into_iter().enumerate() {
-        let t = &weights[name];
-        for (p, s) in deal(&enc(&t.data), i as u64).into_iter().enumerate() {
-            dealt[p].insert(name.clone(), SecureTensor::new(&t.shape, s).unwrap());
-        }
-    }
-    let xs = deal(&enc(x_t), 1000);
-    let cs = deal(&enc(&one_hot(&[class], 2)), 1001);
-    let out = local::run(fx, Some(5), |ctx| {
-        let i = ctx.index();
-        let mut be = SecureBackend::new(ctx, dealt[i].clone(), SecureConfig::new(variant));
-        let net = UNet::new(cfg, &mut be).expect("build on shares");
-        let x = SecureTensor::new(&[1, 1, 28, 28], xs[i].clone()).unwrap();
-        let c = SecureTensor::new(&[1, 2], cs[i].clone()).unwrap();
-        let y = ddim(&mut be, &net, &x, &c);
-        assert!(be.read(&y).is_err(), "a party must refuse to reconstruct");
-        y.data
-    });
-    fx.decode_slice(&open(&out))
-        .into_iter()
-        .map(|v| v as f32)
-        .collect()
+    let onehot = one_hot(&[class], 2);
+    let request = in_process::Request {
+        shape: [1, 1, 28, 28],
+        x_t,
+        onehot: Some(&onehot),
+        noise: &[],
+    };
+    let setup = in_process::Setup {
+        fx: FixedPoint::default(),
+        links: in_process::Links::Memory,
+        seed: Some(5),
+    };
+    let kind = SamplerKind::Ddim { steps: STEPS };
+    let sched = Schedule::default_linear();
+    in_process::sample(cfg, weights, &request, &sched, kind, variant, setup)
+        .expect("secure sampling")
+        .sample
 }
 
 #[test]

@@ -13,16 +13,14 @@ use clap::{Parser, ValueEnum};
 use party_server::fxp::Variant;
 use party_server::model::weights::load_safetensors;
 use party_server::model::{Backend, CpuBackend, CpuTensor, SplitMix64, UNet, UNetConfig, one_hot};
-use party_server::mpc::local::{self, deal, open};
-use party_server::mpc::{AShare, Ctx, expected_trunc_failures};
-use party_server::net::shaped::{self, Lan};
-use party_server::nn::{EmulatedBackend, OpProfile, SecureBackend, SecureConfig, SecureTensor};
+use party_server::mpc::expected_trunc_failures;
+use party_server::net::shaped::Lan;
+use party_server::nn::in_process::{self, Links};
+use party_server::nn::{EmulatedBackend, SecureConfig};
 use party_server::sampler::{self, SamplerKind, Schedule};
 use shared::FixedPoint;
-use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -104,20 +102,6 @@ struct Inputs {
     noise: Vec<Vec<f32>>,
 }
 
-struct SecureRun {
-    sample: Vec<f32>,
-    first_eps: Vec<f32>,
-    seconds: f64,
-    cpu: [f64; 3],
-    cpu_process: f64,
-    bytes: [u64; 3],
-    rounds: u64,
-    trunc_failures: u64,
-    trunc_risk: u128,
-    first_trunc_failure: Option<(&'static str, u64)>,
-    profile: BTreeMap<&'static str, OpProfile>,
-}
-
 fn fail(msg: impl std::fmt::Display) -> ! {
     eprintln!("error: {msg}");
     std::process::exit(1)
@@ -161,8 +145,17 @@ fn plaintext<B: Backend<Tensor = CpuTensor>>(
         .as_ref()
         .map(|o| be.from_public(o, &[n, o.len() / n]).unwrap());
     let mut noise = |be: &mut B, k: usize| be.from_public(&inp.noise[k], &shape);
-    let (out, first) =
-        run_sampler(&mut be, &net, args, &x, c.as_ref(), &mut noise).unwrap_or_else(|e| fail(e));
+    let (out, first) = sampler::sample_keeping_first_output(
+        &mut be,
+        &net,
+        &schedule(args),
+        kind(args),
+        &x,
+        c.as_ref(),
+        &mut noise,
+        &mut |_, _| {},
+    )
+    .unwrap_or_else(|e| fail(e));
     (out.data, first.data)
 }
 
@@ -172,116 +165,33 @@ fn secure(
     args: &Args,
     inp: &Inputs,
     variant: Variant,
-) -> SecureRun {
+) -> in_process::Run {
     let fx = FixedPoint::new(args.frac_bits).unwrap_or_else(|e| fail(e));
-    let enc = |v: &[f32]| {
-        v.iter()
-            .map(|&x| fx.encode(x as f64).unwrap_or_else(|e| fail(e)))
-            .collect::<Vec<u64>>()
+    let request = in_process::Request {
+        shape: [args.batch, cfg.in_channels, cfg.image_size, cfg.image_size],
+        x_t: &inp.x_t,
+        onehot: inp.onehot.as_deref(),
+        noise: &inp.noise,
     };
-    let mut dealt: [HashMap<String, SecureTensor>; 3] = Default::default();
-    for (i, (name, t)) in weights.iter().enumerate() {
-        for (p, s) in deal(&enc(&t.data), i as u64).into_iter().enumerate() {
-            dealt[p].insert(name.clone(), SecureTensor::new(&t.shape, s).unwrap());
-        }
-    }
-    let n = args.batch;
-    let shape = [n, cfg.in_channels, cfg.image_size, cfg.image_size];
-    let xs = deal(&enc(&inp.x_t), 1 << 40);
-    let cs = inp.onehot.as_ref().map(|o| deal(&enc(o), (1 << 40) + 1));
-    let zs: Vec<[AShare; 3]> = inp
-        .noise
-        .iter()
-        .enumerate()
-        .map(|(k, z)| deal(&enc(z), (1 << 41) + k as u64))
-        .collect();
-    let barrier = Barrier::new(3);
-    let cpu0 = local::process_cpu_seconds();
-    let party = |ctx: &mut Ctx| {
-        let i = ctx.index();
-        barrier.wait();
-        let (t0, c0, s0) = (Instant::now(), local::thread_cpu_seconds(), ctx.stats());
-        let mut be = SecureBackend::new(ctx, dealt[i].clone(), SecureConfig::new(variant));
-        let net = UNet::new(cfg, &mut be).unwrap_or_else(|e| fail(e));
-        let x = SecureTensor::new(&shape, xs[i].clone()).unwrap();
-        let c = cs
-            .as_ref()
-            .map(|c| SecureTensor::new(&[n, c[i].len() / n], c[i].clone()).unwrap());
-        let mut noise =
-            |_: &mut SecureBackend, k: usize| SecureTensor::new(&shape, zs[k][i].clone());
-        let (y, first) = run_sampler(&mut be, &net, args, &x, c.as_ref(), &mut noise)
-            .unwrap_or_else(|e| fail(e));
-        let profile = be.profile().clone();
-        let first_fail = be.first_trunc_failure();
-        drop(be);
-        let st = ctx.stats() - s0;
-        (
-            y.data,
-            first.data,
-            t0.elapsed().as_secs_f64(),
-            local::thread_cpu_seconds() - c0,
-            st,
-            profile,
-            first_fail,
-        )
+    let links = match (args.audit_truncation, lan(args)) {
+        (true, _) => Links::Audited,
+        (false, Some(lan)) => Links::Lan(lan),
+        (false, None) => Links::Memory,
     };
-    let out = match (args.audit_truncation, lan(args)) {
-        (true, _) => local::run_audited(fx, None, party),
-        (false, Some(lan)) => {
-            local::run_over(fx, None, shaped::shape(local::mem_links(), lan), party)
-        }
-        (false, None) => local::run(fx, None, party),
-    };
-    let cpu_process = local::process_cpu_seconds() - cpu0;
-    let dec = |s: [AShare; 3]| {
-        fx.decode_slice(&open(&s))
-            .into_iter()
-            .map(|v| v as f32)
-            .collect::<Vec<f32>>()
-    };
-    let profile = out[0].5.clone();
-    SecureRun {
-        sample: dec(out.clone().map(|o| o.0)),
-        first_eps: dec(out.clone().map(|o| o.1)),
-        seconds: out.iter().map(|o| o.2).fold(0.0, f64::max),
-        cpu: std::array::from_fn(|i| out[i].3),
-        cpu_process,
-        bytes: std::array::from_fn(|i| out[i].4.bytes_sent),
-        rounds: out.iter().map(|o| o.4.rounds).max().unwrap_or(0),
-        trunc_failures: out[0].4.trunc_failures,
-        trunc_risk: out[0].4.trunc_risk,
-        first_trunc_failure: out[0].6,
-        profile,
-    }
-}
-
-/// Runs the sampler with `net`, returning the sample and the first ε.
-fn run_sampler<B: Backend>(
-    be: &mut B,
-    net: &UNet<B>,
-    args: &Args,
-    x: &B::Tensor,
-    class: Option<&B::Tensor>,
-    noise: &mut dyn FnMut(&mut B, usize) -> party_server::model::Result<B::Tensor>,
-) -> party_server::model::Result<(B::Tensor, B::Tensor)> {
-    let n = be.dims(x)[0];
-    let first = RefCell::new(None);
-    let mut denoise = |be: &mut B, x: &B::Tensor, t: usize| {
-        let eps = net.forward(be, x, &vec![t as f32; n], class)?;
-        first.borrow_mut().get_or_insert_with(|| eps.clone());
-        Ok(eps)
-    };
-    let y = sampler::sample_with(
-        be,
+    in_process::sample(
+        cfg,
+        weights,
+        &request,
         &schedule(args),
         kind(args),
-        net.config().prediction_type,
-        x,
-        &mut denoise,
-        noise,
-        &mut |_, _| {},
-    )?;
-    Ok((y, first.into_inner().expect("at least one step")))
+        variant,
+        in_process::Setup {
+            fx,
+            links,
+            seed: None,
+        },
+    )
+    .unwrap_or_else(|e| fail(e))
 }
 
 fn psnr(a: &[f32], b: &[f32]) -> f64 {
@@ -369,7 +279,7 @@ fn main() {
         let (emulated, _) = plaintext(emu, &cfg, &args, &inp);
         let (p_emu, p_sec_emu) = (psnr(&emulated, &want), psnr(&r.sample, &emulated));
         let eps_err = r
-            .first_eps
+            .first_output
             .iter()
             .zip(&want_eps)
             .map(|(a, b)| (a - b).abs())

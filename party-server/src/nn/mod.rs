@@ -4,6 +4,7 @@
 //! knows nothing of sockets.
 
 pub mod emulated;
+pub mod in_process;
 pub mod layout;
 pub mod secure;
 

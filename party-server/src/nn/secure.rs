@@ -441,3 +441,21 @@ impl Backend for SecureBackend<'_> {
         Ok(x.gathered(&idx, shape))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mpc::local;
+    use shared::FixedPoint;
+
+    #[test]
+    fn a_party_refuses_to_reconstruct() {
+        let refused = local::run(FixedPoint::default(), Some(1), |ctx| {
+            let cfg = SecureConfig::new(Variant::CipherDm);
+            let mut be = SecureBackend::new(ctx, HashMap::new(), cfg);
+            let x = be.from_public(&[0.5, -1.0], &[2]).expect("public input");
+            be.read(&x).is_err()
+        });
+        assert_eq!(refused, [true; 3]);
+    }
+}

@@ -9,7 +9,7 @@
 //! `t ∈ [0, T)`; β is linear from `beta_start` to `beta_end` over T values;
 //! `ᾱ_t = Π_{s≤t} (1 − β_s)`.
 
-use crate::model::{Backend, Prediction, Result, UNet};
+use crate::model::{Backend, ModelError, Prediction, Result, UNet};
 
 /// The noise schedule (computed in f64 in the clear; the coefficients are public).
 #[derive(Clone, Debug)]
@@ -293,13 +293,43 @@ pub fn sample<B: Backend>(
     noise: &mut dyn FnMut(&mut B, usize) -> Result<B::Tensor>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<B::Tensor> {
+    sample_keeping_first_output(
+        be,
+        unet,
+        sched,
+        kind,
+        x_t_init,
+        class_onehot,
+        noise,
+        progress,
+    )
+    .map(|(x0, _)| x0)
+}
+
+/// [`sample`], also returning the network's first output (its prediction
+/// at x_T), against which a back end's per-step error is measured.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_keeping_first_output<B: Backend>(
+    be: &mut B,
+    unet: &UNet<B>,
+    sched: &Schedule,
+    kind: SamplerKind,
+    x_t_init: &B::Tensor,
+    class_onehot: Option<&B::Tensor>,
+    noise: &mut dyn FnMut(&mut B, usize) -> Result<B::Tensor>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(B::Tensor, B::Tensor)> {
     let n = be.dims(x_t_init)[0];
+    let mut first = None;
     let mut denoise = |be: &mut B, x: &B::Tensor, t: usize| {
-        let ts = vec![t as f32; n];
-        unet.forward(be, x, &ts, class_onehot)
+        let out = unet.forward(be, x, &vec![t as f32; n], class_onehot)?;
+        if first.is_none() {
+            first = Some(out.clone());
+        }
+        Ok(out)
     };
     let prediction = unet.config().prediction_type;
-    sample_with(
+    let x0 = sample_with(
         be,
         sched,
         kind,
@@ -308,7 +338,9 @@ pub fn sample<B: Backend>(
         &mut denoise,
         noise,
         progress,
-    )
+    )?;
+    let first = first.ok_or_else(|| ModelError::Config("a sampler without steps".into()))?;
+    Ok((x0, first))
 }
 
 #[cfg(test)]
