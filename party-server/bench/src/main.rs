@@ -35,6 +35,10 @@ struct Args {
     /// Samples per back end in the quality table (default 1000, quick 4).
     #[arg(long)]
     quality_n: Option<usize>,
+    /// Secure samples per model in the secure quality table, beside f32
+    /// samples of the same noise (default 24, quick 2).
+    #[arg(long)]
+    secure_n: Option<usize>,
     /// Output of `scripts/lan.sh bench` (real servers in network namespaces),
     /// to compare with the in-process LAN shaper on the same request.
     #[arg(long)]
@@ -52,6 +56,7 @@ pub struct Plan {
     pub ddpm_steps: usize,
     pub quality_steps: usize,
     pub quality_n: usize,
+    pub secure_n: usize,
     pub batches: Vec<usize>,
     pub widths: Vec<usize>,
     pub scaling_steps: usize,
@@ -67,6 +72,7 @@ impl Plan {
                 ddpm_steps: 2,
                 quality_steps: 1,
                 quality_n: args.quality_n.unwrap_or(4),
+                secure_n: args.secure_n.unwrap_or(2),
                 batches: vec![1, 2],
                 widths: vec![4, 8],
                 scaling_steps: 1,
@@ -78,6 +84,7 @@ impl Plan {
                 ddpm_steps: 100,
                 quality_steps: 50,
                 quality_n: args.quality_n.unwrap_or(1000),
+                secure_n: args.secure_n.unwrap_or(24),
                 batches: vec![1, 2, 4, 8],
                 widths: vec![4, 8, 16, 32],
                 scaling_steps: 10,
@@ -100,6 +107,12 @@ pub const QUALITY_MODELS: [&str; 4] = [
     "mnist",
 ];
 pub const QUALITY_BACKENDS: [&str; 3] = ["f32", "emulated-baseline", "emulated-cipherdm"];
+/// Back ends of the secure quality table: f32 on the same noise as the
+/// secure samples, so that the two rows compare at the same sample count.
+pub const SECURE_QUALITY_BACKENDS: [&str; 2] = ["f32", "secure-cipherdm"];
+/// Images per secure request in the secure quality table (the batch with the
+/// least time per image in the scaling table).
+pub const SECURE_QUALITY_BATCH: usize = 2;
 
 /// Baseline and CipherDM on the same request, one after the other.
 pub struct Pair {
@@ -121,7 +134,14 @@ pub struct QualityRow {
     /// Training iterations of the weights measured (from the model's
     /// `train_state.json`), for models whose training spans sessions.
     pub trained_iterations: Option<u64>,
+    /// One per back end of the table.
     pub cells: Vec<QualityCell>,
+}
+
+/// A quality table: every model on each of `backends`.
+pub struct QualityTable {
+    pub backends: &'static [&'static str],
+    pub rows: Vec<QualityRow>,
 }
 
 pub struct LanCheck {
@@ -140,7 +160,9 @@ pub struct Scaling {
 /// Everything measured in one run.
 pub struct Results {
     pub pairs: Vec<Pair>,
-    pub quality: Vec<QualityRow>,
+    pub quality: QualityTable,
+    /// Secure samples beside f32 samples of the same noise.
+    pub secure_quality: QualityTable,
     pub scaling: Scaling,
     pub lan_check: Option<LanCheck>,
     pub seconds: f64,
@@ -175,7 +197,28 @@ fn real_main() -> Result<(), String> {
     let t0 = Instant::now();
     let mut results = Results {
         pairs: secure_pairs(&tools, &plan)?,
-        quality: quality(&tools, &plan, &images),
+        quality: quality(
+            &tools,
+            &plan,
+            &images,
+            QualityPlan {
+                backends: &QUALITY_BACKENDS,
+                n: plan.quality_n,
+                batch: None,
+                grid_prefix: "bench-samples",
+            },
+        ),
+        secure_quality: quality(
+            &tools,
+            &plan,
+            &images,
+            QualityPlan {
+                backends: &SECURE_QUALITY_BACKENDS,
+                n: plan.secure_n,
+                batch: Some(SECURE_QUALITY_BATCH),
+                grid_prefix: "bench-secure-samples",
+            },
+        ),
         scaling: scaling(&tools, &plan, &args.out)?,
         lan_check: match &args.lan_sh_json {
             Some(path) => Some(lan_check(&tools, path, args.lan_sh_steps)?),
@@ -241,15 +284,25 @@ fn quality_data_missing() -> Option<String> {
     (!dir.is_dir()).then(|| format!("no MNIST data in {} (scripts/fetch-data.sh)", dir.display()))
 }
 
-/// Table 6: class accuracy and FID per model and plaintext back end.
-fn quality(tools: &Tools, plan: &Plan, images: &Path) -> Vec<QualityRow> {
+/// What one quality table measures.
+struct QualityPlan {
+    backends: &'static [&'static str],
+    n: usize,
+    batch: Option<usize>,
+    /// Sample grids go to `images/PREFIX-MODEL-BACKEND.png`.
+    grid_prefix: &'static str,
+}
+
+/// Table 6: class accuracy and FID per model and back end.
+fn quality(tools: &Tools, plan: &Plan, images: &Path, q: QualityPlan) -> QualityTable {
     let missing = quality_data_missing();
-    QUALITY_MODELS
+    let rows = QUALITY_MODELS
         .iter()
         .map(|&model| QualityRow {
             model: model.into(),
             trained_iterations: tools.trained_iterations(model),
-            cells: QUALITY_BACKENDS
+            cells: q
+                .backends
                 .iter()
                 .map(|&backend| {
                     if !tools.has_weights(model) {
@@ -258,12 +311,13 @@ fn quality(tools: &Tools, plan: &Plan, images: &Path) -> Vec<QualityRow> {
                     if let Some(m) = &missing {
                         return QualityCell::Skipped(m.clone());
                     }
-                    let grid = images.join(format!("bench-samples-{model}-{backend}.png"));
+                    let grid = images.join(format!("{}-{model}-{backend}.png", q.grid_prefix));
                     let spec = QualitySpec {
                         model,
                         backend,
                         steps: plan.quality_steps,
-                        n: plan.quality_n,
+                        n: q.n,
+                        batch: q.batch,
                         grid: &grid,
                     };
                     match tools.eval_quality(&spec) {
@@ -273,7 +327,11 @@ fn quality(tools: &Tools, plan: &Plan, images: &Path) -> Vec<QualityRow> {
                 })
                 .collect(),
         })
-        .collect()
+        .collect();
+    QualityTable {
+        backends: q.backends,
+        rows,
+    }
 }
 
 /// Time and bytes per image against the batch size (trained tiny SiLU or

@@ -4,7 +4,7 @@
 use crate::paper::{self, activation_index};
 use crate::plot;
 use crate::run::{OpCost, Secure};
-use crate::{LanCheck, Pair, Plan, QUALITY_BACKENDS, QualityCell, Results};
+use crate::{LanCheck, Pair, Plan, QualityCell, QualityTable, Results};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
@@ -262,16 +262,16 @@ fn fig5(md: &mut String, p: &Pair) {
     );
 }
 
-fn quality_table(md: &mut String, r: &Results, plan: &Plan) {
+fn quality_table(md: &mut String, table: &QualityTable) {
     md.push_str("| model | backend | n | class accuracy | FID (classifier features) | time s | paper FID (Inception, 10k, T6) |\n|---|---|---:|---:|---:|---:|---:|\n");
     let mut notes = Vec::new();
-    for row in &r.quality {
+    for row in &table.rows {
         let a = activation_index(row.model.trim_start_matches("cipherdm-tiny-"))
             .filter(|_| row.model.starts_with("cipherdm-tiny-"));
-        for (backend, cell) in QUALITY_BACKENDS.iter().zip(&row.cells) {
+        for (backend, cell) in table.backends.iter().zip(&row.cells) {
             let paper_fid = match (*backend, a) {
                 ("f32", Some(a)) => format!("{} (CPU)", paper::TABLE6_CPU[a]),
-                ("emulated-cipherdm", Some(a)) => {
+                ("emulated-cipherdm" | "secure-cipherdm", Some(a)) => {
                     format!("{} (CipherDM)", paper::TABLE6_CIPHERDM[a])
                 }
                 _ => "–".into(),
@@ -305,15 +305,28 @@ fn quality_table(md: &mut String, r: &Results, plan: &Plan) {
     for n in notes {
         let _ = writeln!(md, "\n- {n}");
     }
+}
+
+/// Section 3's secure samples: their quality beside f32 samples of the same
+/// noise, and every secure run of section 1 against f32 and the emulation.
+fn secure_quality(md: &mut String, r: &Results, plan: &Plan) {
     let _ = writeln!(
         md,
-        "\nDDIM-{} samples, classes in turn. Secure samples: class accuracy and FID of \
-         secure samples are not measured by this report yet; instead each secure run of \
-         section 1 is compared with the f32 sampler and with the fixed-point emulation on the \
-         same noise (the emulation reproduces the secure back end's arithmetic, so a high \
-         PSNR against it means the emulation's quality figures above stand for the secure \
-         samples):",
-        plan.quality_steps
+        "\nSecure samples (`eval-quality --backend secure-cipherdm`: three in-process parties \
+         sample on shares, {} images per request) beside f32 samples of the same noise and \
+         classes, {} of each: FID over so few samples is far above its value at 1000 (the \
+         estimate is biased upwards at small n), so compare the two rows of a model with each \
+         other, not with the table above. Grids: `images/bench-secure-samples-MODEL-BACKEND.png`.\n",
+        crate::SECURE_QUALITY_BATCH,
+        plan.secure_n
+    );
+    quality_table(md, &r.secure_quality);
+    let _ = writeln!(
+        md,
+        "\nEvery secure run of section 1 against the f32 sampler and the fixed-point \
+         emulation on the same noise (the emulation reproduces the secure back end's \
+         arithmetic, so a high PSNR against it means the emulation's quality figures above \
+         stand for the secure samples too):"
     );
     md.push_str("\n| model | sampler | link | protocols | PSNR secure vs f32 dB | PSNR secure vs emulation dB |\n|---|---|---|---|---:|---:|\n");
     for p in &r.pairs {
@@ -552,7 +565,13 @@ pub fn markdown(h: &Header, plan: &Plan, r: &Results) -> String {
          between its rows is. Sample grids: `images/bench-samples-MODEL-BACKEND.png`.\n",
         plan.quality_n
     );
-    quality_table(&mut md, r, plan);
+    quality_table(&mut md, &r.quality);
+    let _ = writeln!(
+        md,
+        "\nDDIM-{} samples, classes in turn.",
+        plan.quality_steps
+    );
+    secure_quality(&mut md, r, plan);
     let _ = writeln!(
         md,
         "\n## 4. Scaling (CipherDM protocols, DDIM-{}, in memory)\n\n\
@@ -763,6 +782,53 @@ mod tests {
         p.baseline.steps = steps_ddim;
         p.cipherdm.steps = steps_ddim;
         p
+    }
+
+    #[test]
+    fn secure_rows_carry_the_papers_cipherdm_fid_and_untrained_models_say_so() {
+        let measured = crate::run::Quality {
+            n: 24,
+            class_acc: Some(0.75),
+            fid: Some(123.456),
+            seconds: 9.0,
+        };
+        let table = QualityTable {
+            backends: &crate::SECURE_QUALITY_BACKENDS,
+            rows: vec![
+                crate::QualityRow {
+                    model: "cipherdm-tiny-mish".into(),
+                    trained_iterations: Some(9600),
+                    cells: vec![QualityCell::Measured(measured), QualityCell::NotTrained],
+                },
+                crate::QualityRow {
+                    model: "mnist".into(),
+                    trained_iterations: None,
+                    cells: vec![
+                        QualityCell::Skipped("no data".into()),
+                        QualityCell::Skipped("no data".into()),
+                    ],
+                },
+            ],
+        };
+        let mut md = String::new();
+        quality_table(&mut md, &table);
+        let mish = paper::activation_index("mish").unwrap();
+        assert!(
+            md.contains(&format!(
+                "| `cipherdm-tiny-mish` (9600 iterations) | f32 | 24 | 75.0 % | 123.46 | 9.0 | {} (CPU) |",
+                paper::TABLE6_CPU[mish]
+            )),
+            "{md}"
+        );
+        assert!(
+            md.contains(&format!(
+                "| secure-cipherdm | – | not trained yet | – | – | {} (CipherDM) |",
+                paper::TABLE6_CIPHERDM[mish]
+            )),
+            "{md}"
+        );
+        assert!(md.contains("| `mnist` | secure-cipherdm | – | skipped (see below) | – | – | – |"));
+        assert_eq!(md.matches("- `mnist`: no data").count(), 1, "{md}");
     }
 
     #[test]

@@ -177,12 +177,14 @@ pub struct QualitySpec<'a> {
     pub backend: &'a str,
     pub steps: usize,
     pub n: usize,
+    /// Images per sampling batch (`eval-quality`'s default when `None`).
+    pub batch: Option<usize>,
     /// Where the sample grid goes (never the default `docs/images`).
     pub grid: &'a Path,
 }
 
 impl Tools {
-    /// Sample quality on a plaintext back end.  Tried twice: a model that is
+    /// Sample quality on one back end.  Tried twice: a model that is
     /// being trained has its weights rewritten now and then, and a read may
     /// meet a half-written file.
     pub fn eval_quality(&self, q: &QualitySpec) -> Result<Quality, String> {
@@ -194,6 +196,9 @@ impl Tools {
             cmd.args(["--model", q.model, "--backend", q.backend, "--json"]);
             cmd.args(["--sampler", "ddim", "--steps", &q.steps.to_string()]);
             cmd.args(["--n", &q.n.to_string()]);
+            if let Some(b) = q.batch {
+                cmd.args(["--batch", &b.to_string()]);
+            }
             cmd.arg("--grid").arg(q.grid);
             match run_json(&mut cmd, &what).and_then(|v| {
                 let first = v.into_iter().next().ok_or(format!("{what}: no output"))?;

@@ -8,9 +8,11 @@
 //!     --sampler ddim --steps 50 --n 1000 --json
 //! ```
 //! Options: `--seed S` (noise), `--batch B`, `--backend f32|candle|
-//! emulated-cipherdm|emulated-baseline` (f32 is the reference; candle runs
-//! the same builder with fused kernels; the emulated ones reproduce the
-//! secure back end's approximations and fixed-point rounding in the clear),
+//! emulated-cipherdm|emulated-baseline|secure-cipherdm|secure-baseline`
+//! (f32 is the reference; candle runs the same builder with fused kernels;
+//! the emulated ones reproduce the secure back end's approximations and
+//! fixed-point rounding in the clear; the secure ones sample on shares with
+//! three in-process parties, a batch at a time, on the same noise),
 //! `--classifier DIR`, `--grid PATH`, `--data-dir DIR`, `--models DIR`.
 
 use std::path::{Path, PathBuf};
@@ -21,6 +23,7 @@ use party_server::fxp::Variant;
 use party_server::model::{
     Backend, CpuBackend, CpuTensor, SplitMix64, UNet, UNetConfig, one_hot, weights,
 };
+use party_server::nn::in_process::{self, Links};
 use party_server::nn::{EmulatedBackend, SecureConfig};
 use party_server::sampler::{SamplerKind, Schedule, sample};
 use rayon::prelude::*;
@@ -67,78 +70,115 @@ fn generate(
         .enumerate()
         .map(|(i, c)| (i * batch, c))
         .collect();
-    let results: Vec<Result<Vec<Vec<f32>>, String>> = chunks
-        .par_iter()
-        .map(|(start, cls)| {
-            let n = cls.len();
-            // Noise: one independent stream per sample, so results do not depend on batching.
-            let mut x = Vec::with_capacity(n * npix);
-            let mut streams: Vec<SplitMix64> = (0..n)
-                .map(|i| {
-                    SplitMix64(
-                        seed.wrapping_mul(0x9E37_79B9)
-                            .wrapping_add((start + i) as u64),
-                    )
-                })
-                .collect();
+    let secure = backend.starts_with("secure-");
+    let one_chunk = |&(start, cls): &(usize, &[usize])| -> Result<Vec<Vec<f32>>, String> {
+        let n = cls.len();
+        // Noise: one independent stream per sample, so results do not depend on batching.
+        let mut x = Vec::with_capacity(n * npix);
+        let mut streams: Vec<SplitMix64> = (0..n)
+            .map(|i| {
+                SplitMix64(
+                    seed.wrapping_mul(0x9E37_79B9)
+                        .wrapping_add((start + i) as u64),
+                )
+            })
+            .collect();
+        for s in streams.iter_mut() {
+            s.next_u64();
+            for _ in 0..npix {
+                x.push(s.normal() as f32);
+            }
+        }
+        let shape = [n, cfg.in_channels, cfg.image_size, cfg.image_size];
+        let oh = cfg.num_classes.map(|k| one_hot(cls, k));
+        let mut fresh_noise = |k: usize| -> Vec<f32> {
+            let _ = k;
+            let mut z = Vec::with_capacity(n * npix);
             for s in streams.iter_mut() {
-                s.next_u64();
                 for _ in 0..npix {
-                    x.push(s.normal() as f32);
+                    z.push(s.normal() as f32);
                 }
             }
-            let shape = [n, cfg.in_channels, cfg.image_size, cfg.image_size];
-            let oh = cfg.num_classes.map(|k| one_hot(cls, k));
-            let mut fresh_noise = |k: usize| -> Vec<f32> {
-                let _ = k;
-                let mut z = Vec::with_capacity(n * npix);
-                for s in streams.iter_mut() {
-                    for _ in 0..npix {
-                        z.push(s.normal() as f32);
-                    }
-                }
-                z
-            };
-            let mut noise = |k: usize| fresh_noise(k);
-            let inputs = (&x[..], &shape[..], oh.as_deref(), &sched, kind);
-            let out: Vec<f32> = match backend {
-                "f32" => {
-                    let be = CpuBackend::with_weights(weights.clone());
-                    sample_on(be, cfg, inputs, &mut noise)?
-                }
-                "candle" => {
-                    let w = weights
-                        .iter()
-                        .map(|(k, v)| {
-                            Tensor::from_vec(v.data.clone(), v.shape.as_slice(), &Device::Cpu)
-                                .map(|t| (k.clone(), t))
-                        })
-                        .collect::<Result<_, _>>()
-                        .map_err(|e| e.to_string())?;
-                    sample_on(CandleBackend::fixed(w), cfg, inputs, &mut noise)?
-                }
-                "emulated-cipherdm" | "emulated-baseline" => {
-                    let variant = if backend == "emulated-cipherdm" {
-                        Variant::CipherDm
-                    } else {
-                        Variant::Baseline
-                    };
-                    let be = EmulatedBackend::new(
-                        CpuBackend::with_weights(weights.clone()),
-                        FixedPoint::default(),
-                        SecureConfig::new(variant),
-                    );
-                    sample_on(be, cfg, inputs, &mut noise)?
-                }
-                other => {
-                    return Err(format!(
-                        "unknown backend {other:?} (f32 | candle | emulated-cipherdm | emulated-baseline)"
-                    ));
-                }
-            };
-            Ok(out.chunks(npix).map(|c| c.to_vec()).collect())
-        })
-        .collect();
+            z
+        };
+        let mut noise = |k: usize| fresh_noise(k);
+        let inputs = (&x[..], &shape[..], oh.as_deref(), &sched, kind);
+        let out: Vec<f32> = match backend {
+            "f32" => {
+                let be = CpuBackend::with_weights(weights.clone());
+                sample_on(be, cfg, inputs, &mut noise)?
+            }
+            "candle" => {
+                let w = weights
+                    .iter()
+                    .map(|(k, v)| {
+                        Tensor::from_vec(v.data.clone(), v.shape.as_slice(), &Device::Cpu)
+                            .map(|t| (k.clone(), t))
+                    })
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| e.to_string())?;
+                sample_on(CandleBackend::fixed(w), cfg, inputs, &mut noise)?
+            }
+            "emulated-cipherdm" | "emulated-baseline" => {
+                let variant = if backend == "emulated-cipherdm" {
+                    Variant::CipherDm
+                } else {
+                    Variant::Baseline
+                };
+                let be = EmulatedBackend::new(
+                    CpuBackend::with_weights(weights.clone()),
+                    FixedPoint::default(),
+                    SecureConfig::new(variant),
+                );
+                sample_on(be, cfg, inputs, &mut noise)?
+            }
+            "secure-cipherdm" | "secure-baseline" => {
+                let variant = if backend == "secure-cipherdm" {
+                    Variant::CipherDm
+                } else {
+                    Variant::Baseline
+                };
+                // The same noise tensors, in the order the f32 path draws them.
+                let noise: Vec<Vec<f32>> = (0..kind.noise_tensors_needed(&sched))
+                    .map(&mut noise)
+                    .collect();
+                let request = in_process::Request {
+                    shape,
+                    x_t: &x,
+                    onehot: oh.as_deref(),
+                    noise: &noise,
+                };
+                let run = in_process::sample(
+                    cfg,
+                    weights,
+                    &request,
+                    &sched,
+                    kind,
+                    variant,
+                    in_process::Setup {
+                        fx: FixedPoint::default(),
+                        links: Links::Memory,
+                        seed: None,
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+                run.sample
+            }
+            other => {
+                return Err(format!(
+                    "unknown backend {other:?} (f32 | candle | emulated-cipherdm | emulated-baseline | secure-cipherdm | secure-baseline)"
+                ));
+            }
+        };
+        Ok(out.chunks(npix).map(|c| c.to_vec()).collect())
+    };
+    // A secure batch already keeps every core busy (three parties and
+    // their helpers): batches run one after another.
+    let results: Vec<Result<Vec<Vec<f32>>, String>> = if secure {
+        chunks.iter().map(one_chunk).collect()
+    } else {
+        chunks.par_iter().map(one_chunk).collect()
+    };
     let mut all = Vec::new();
     for r in results {
         all.extend(r?);
