@@ -130,7 +130,8 @@ fn network_result_is_bit_identical_to_the_in_process_engine() {
             &mut |_, _| Err(ModelError::Backend("DDIM needs no noise".into())),
             &mut |_, _| {},
         )
-        .unwrap();
+        .unwrap()
+        .x0;
         y.data
     });
     let want: Vec<f32> = fx
@@ -166,7 +167,8 @@ fn network_result_is_bit_identical_to_the_in_process_engine() {
         &mut |_, _| Err(ModelError::Backend("DDIM needs no noise".into())),
         &mut |_, _| {},
     )
-    .unwrap();
+    .unwrap()
+    .x0;
     let mse = got
         .image
         .values

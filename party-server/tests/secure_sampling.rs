@@ -48,6 +48,7 @@ fn ddim<B: Backend>(be: &mut B, net: &UNet<B>, x: &B::Tensor, class: &B::Tensor)
         &mut |_, _| {},
     )
     .expect("sample")
+    .x0
 }
 
 /// DDIM on a plaintext back end (the f32 reference or the emulation).

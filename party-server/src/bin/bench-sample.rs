@@ -145,7 +145,7 @@ fn plaintext<B: Backend<Tensor = CpuTensor>>(
         .as_ref()
         .map(|o| be.from_public(o, &[n, o.len() / n]).unwrap());
     let mut noise = |be: &mut B, k: usize| be.from_public(&inp.noise[k], &shape);
-    let (out, first) = sampler::sample_keeping_first_output(
+    let sampled = sampler::sample(
         &mut be,
         &net,
         &schedule(args),
@@ -156,7 +156,7 @@ fn plaintext<B: Backend<Tensor = CpuTensor>>(
         &mut |_, _| {},
     )
     .unwrap_or_else(|e| fail(e));
-    (out.data, first.data)
+    (sampled.x0.data, sampled.first_output.data)
 }
 
 fn secure(

@@ -132,7 +132,7 @@ pub fn sample(
             })?;
             SecureTensor::new(&shape, z[i].clone())
         };
-        let (y, first) = sampler::sample_keeping_first_output(
+        let sampled = sampler::sample(
             &mut be,
             &net,
             sched,
@@ -146,8 +146,8 @@ pub fn sample(
         let first_fail = be.first_trunc_failure();
         drop(be);
         Ok((
-            y.data,
-            first.data,
+            sampled.x0.data,
+            sampled.first_output.data,
             t0.elapsed().as_secs_f64(),
             local::thread_cpu_seconds() - c0,
             ctx.stats() - s0,
@@ -170,8 +170,8 @@ pub fn sample(
             .collect()
     };
     Ok(Run {
-        sample: dec(out.clone().map(|o| o.0)),
-        first_output: dec(out.clone().map(|o| o.1)),
+        sample: dec(std::array::from_fn(|i| out[i].0.clone())),
+        first_output: dec(std::array::from_fn(|i| out[i].1.clone())),
         seconds: out.iter().map(|o| o.2).fold(0.0, f64::max),
         cpu: std::array::from_fn(|i| out[i].3),
         cpu_process,

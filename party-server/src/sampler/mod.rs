@@ -281,6 +281,15 @@ pub fn sample_with<B: Backend>(
     Ok(x)
 }
 
+/// The result of [`sample`].
+pub struct Sampled<T> {
+    /// x_0.
+    pub x0: T,
+    /// The network's first output (its prediction at x_T), against which a
+    /// back end's per-step error is measured.
+    pub first_output: T,
+}
+
 /// Run a sampler with a U-Net: `x_t_init` `[N, C, H, W]`, `class_onehot` `[N, classes]`.
 #[allow(clippy::too_many_arguments)]
 pub fn sample<B: Backend>(
@@ -292,33 +301,7 @@ pub fn sample<B: Backend>(
     class_onehot: Option<&B::Tensor>,
     noise: &mut dyn FnMut(&mut B, usize) -> Result<B::Tensor>,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<B::Tensor> {
-    sample_keeping_first_output(
-        be,
-        unet,
-        sched,
-        kind,
-        x_t_init,
-        class_onehot,
-        noise,
-        progress,
-    )
-    .map(|(x0, _)| x0)
-}
-
-/// [`sample`], also returning the network's first output (its prediction
-/// at x_T), against which a back end's per-step error is measured.
-#[allow(clippy::too_many_arguments)]
-pub fn sample_keeping_first_output<B: Backend>(
-    be: &mut B,
-    unet: &UNet<B>,
-    sched: &Schedule,
-    kind: SamplerKind,
-    x_t_init: &B::Tensor,
-    class_onehot: Option<&B::Tensor>,
-    noise: &mut dyn FnMut(&mut B, usize) -> Result<B::Tensor>,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<(B::Tensor, B::Tensor)> {
+) -> Result<Sampled<B::Tensor>> {
     let n = be.dims(x_t_init)[0];
     let mut first = None;
     let mut denoise = |be: &mut B, x: &B::Tensor, t: usize| {
@@ -339,8 +322,8 @@ pub fn sample_keeping_first_output<B: Backend>(
         noise,
         progress,
     )?;
-    let first = first.ok_or_else(|| ModelError::Config("a sampler without steps".into()))?;
-    Ok((x0, first))
+    let first_output = first.ok_or_else(|| ModelError::Config("a sampler without steps".into()))?;
+    Ok(Sampled { x0, first_output })
 }
 
 #[cfg(test)]

@@ -225,7 +225,8 @@ fn sample_on<B: Backend>(
         &mut noise,
         &mut |_, _| {},
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())?
+    .x0;
     be.read(&y).map_err(|e| e.to_string())
 }
 
