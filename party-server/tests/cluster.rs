@@ -451,7 +451,14 @@ fn a_party_killed_mid_run_makes_the_others_abort_promptly() {
             "abort took {:?}",
             t.elapsed()
         );
-        // While P2 is down, new requests are refused at once.
+        // While P2 is down, new requests are refused at once. P0 may have
+        // aborted on P1's word before its own reader saw P2's socket close,
+        // so wait (bounded) until P0 reports that link down.
+        let t = Instant::now();
+        while c.health(0).unwrap()["links"]["prev"] != false {
+            assert!(t.elapsed() < Duration::from_secs(10), "P0 never saw P2 go");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let reqs = generates(&c, &opts(1), "kill-test-2", 2).await;
         let mut ws = connect(&c.url(0)).await;
         send(&mut ws, &ClientMsg::Generate(Box::new(reqs[0].clone()))).await;
